@@ -1,0 +1,1 @@
+"""The `bastion` command line (Typer): a thin shell over the library layers."""

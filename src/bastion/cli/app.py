@@ -1,0 +1,44 @@
+"""The `bastion` command: a thin shell over the library. A user error is one line on stderr and exit 2."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+from typer.core import TyperGroup
+
+from bastion.cli import eval as eval_cmd
+from bastion.cli import listing, train
+from bastion.core.errors import BastionError
+
+__all__ = ["app", "main"]
+
+
+class _Group(TyperGroup):
+    """Turns every `BastionError` raised by a command into one line on stderr and its exit code."""
+
+    def invoke(self, ctx: typer.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except BastionError as e:
+            typer.echo(f"error: {e}", err=True)
+            raise typer.Exit(e.exit_code) from None
+
+
+app = typer.Typer(
+    cls=_Group,
+    name="bastion",
+    help="Attack, defend and audit image classifiers.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+app.command("list")(listing.list_)
+app.command("train")(train.train)
+app.command("eval")(eval_cmd.eval_)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    sys.exit(app())

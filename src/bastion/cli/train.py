@@ -1,0 +1,66 @@
+"""`bastion train`: train an architecture on a data set with a recipe and save a checkpoint."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from bastion.cli._common import DataRootOpt, DeviceOpt, console, out, progress_bar
+from bastion.train import train_checkpoint
+
+
+def train(
+    model: Annotated[str, typer.Option(help="architecture (`bastion list models`) or package.module:factory")] = (
+        "small_cnn"
+    ),
+    data: Annotated[str, typer.Option("--data", "-d", help="data set (`bastion list datasets`)")] = "mnist5k",
+    recipe: Annotated[str, typer.Option(help="training recipe (`bastion list recipes`)")] = "standard",
+    epochs: Annotated[int | None, typer.Option(help="epochs (default: the recipe's)", show_default=False)] = None,
+    batch_size: Annotated[
+        int | None, typer.Option(help="batch size (default: the recipe's)", show_default=False)
+    ] = None,
+    lr: Annotated[
+        float | None, typer.Option(help="peak learning rate (default: the recipe's)", show_default=False)
+    ] = None,
+    seed: Annotated[int, typer.Option(help="seeds weights, shuffling and augmentation")] = 0,
+    split_seed: Annotated[int, typer.Option(help="seeds the data set's train/test split")] = 0,
+    out_path: Annotated[
+        Path | None,
+        typer.Option("--out", "-o", help="checkpoint to write (default checkpoints/MODEL-DATA-RECIPE.safetensors)"),
+    ] = None,
+    data_root: DataRootOpt = None,
+    device: DeviceOpt = "auto",
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bar")] = False,
+) -> None:
+    """Train a model and save it as a checkpoint (safetensors weights + JSON metadata)."""
+    if out_path is None:
+        stem = f"{model.replace(':', '.')}-{data.split(':')[0]}-{recipe}"
+        out_path = Path("checkpoints") / f"{stem}.safetensors"
+    with progress_bar(f"{model} on {data}", quiet=quiet) as progress:
+        result = train_checkpoint(
+            model=model,
+            data=data,
+            out=out_path,
+            recipe=recipe,
+            seed=seed,
+            split_seed=split_seed,
+            data_root=data_root,
+            device=device,
+            progress=progress,
+            epochs=epochs,
+            batch_size=batch_size,
+            lr=lr,
+        )
+    h = result.history
+    if not quiet:
+        for e in h.epochs:
+            acc = "" if e.test_accuracy is None else f"  test accuracy {e.test_accuracy:.2%}"
+            console.print(f"  epoch {e.epoch:>3}  loss {e.train_loss:.4f}{acc}  {e.seconds:.1f} s", highlight=False)
+    acc = result.meta.clean_accuracy
+    out.print(
+        f"{model} on {data} ({recipe}): test accuracy {acc:.2%} after {len(h.epochs)} epochs in {h.seconds:.1f} s"
+        f" -> {result.path}",
+        highlight=False,
+    )

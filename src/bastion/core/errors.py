@@ -1,0 +1,60 @@
+"""The one error tree of bastion.
+
+Every error a user can cause is a `BastionError`: its message says what was wrong, the value received
+and how to fix it, and its `exit_code` is what the command line exits with (click's habit).
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+__all__ = [
+    "BastionError",
+    "CheckpointError",
+    "ConfigError",
+    "DataError",
+    "ModelError",
+    "QueryBudgetExceeded",
+    "UnknownNameError",
+    "did_you_mean",
+]
+
+
+class BastionError(Exception):
+    """Base of every error bastion raises on purpose; the CLI prints it as one line and exits."""
+
+    exit_code: int = 2
+
+
+class ConfigError(BastionError, ValueError):
+    """A parameter, option or plan entry has a value that is not allowed."""
+
+
+class UnknownNameError(ConfigError, KeyError):
+    """A registered name (model, data set, attack, recipe ...) that does not exist."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+class DataError(BastionError):
+    """A data set cannot be found, read or verified, or a batch has the wrong shape or range."""
+
+
+class CheckpointError(BastionError):
+    """A checkpoint or weights file is missing, corrupted, truncated, pickled or does not fit the model."""
+
+
+class ModelError(BastionError):
+    """A model cannot be built or imported, or its outputs are not usable logits."""
+
+
+class QueryBudgetExceeded(BastionError):
+    """A black-box query would take a sample past its query budget."""
+
+
+def did_you_mean(name: str, choices: Iterable[str]) -> str:
+    """Return ' Did you mean "x"?' for the closest choice, or an empty string when nothing is close."""
+    close = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.6)
+    return f' Did you mean "{close[0]}"?' if close else ""

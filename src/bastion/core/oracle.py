@@ -1,0 +1,173 @@
+"""Oracle: the black-box view of a victim, as a deployed API would be.
+
+Outputs are probabilities, logits, the top-k probabilities or the label only; post-processors
+(output defenses) run on the logits before that; every answered query is counted per sample; a
+query past a sample's budget raises or is refused, never silently answered; no gradient leaves.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Literal, Protocol, get_args
+
+import torch
+from torch import Tensor
+
+from bastion.core.errors import ConfigError, DataError, QueryBudgetExceeded
+
+if TYPE_CHECKING:
+    from bastion.core.victim import Victim
+
+__all__ = ["ExhaustedPolicy", "Oracle", "OutputMode", "PostProcessor"]
+
+OutputMode = Literal["probs", "logits", "top-k", "label"]
+ExhaustedPolicy = Literal["raise", "refuse"]
+
+
+class PostProcessor(Protocol):
+    """An output defense: maps the model's logits (N, K) for inputs x (N, C, H, W) to new logits (N, K)."""
+
+    def __call__(self, logits: Tensor, x: Tensor) -> Tensor: ...
+
+
+class Oracle:
+    """Black-box access to a `Victim` for a batch of `n` samples, with per-sample query accounting.
+
+    Each row of a query belongs to one of the `n` samples (`idx`); answering it costs that sample one
+    query. Output modes:
+        probs: softmax probabilities (N, K);
+        logits: raw logits (N, K);
+        top-k: probabilities of the k most likely classes, every other entry 0 (N, K);
+        label: the predicted class (N,), int64.
+    With `max_queries`, a query that would take a sample past its budget raises `QueryBudgetExceeded`
+    before anything is answered (`on_exhausted="raise"`), or that sample's excess rows are refused:
+    they come back as NaN (label mode: -1) and are not counted (`on_exhausted="refuse"`).
+
+    Args:
+        victim: the model behind the API.
+        n: the number of samples under attack.
+        output: what a query returns.
+        k: the number of classes shown in `top-k` mode.
+        postprocess: output defenses, applied in order to the logits.
+        max_queries: the per-sample budget (`None`: unlimited).
+        on_exhausted: what a query past the budget does.
+    """
+
+    def __init__(
+        self,
+        victim: Victim,
+        n: int,
+        *,
+        output: OutputMode = "probs",
+        k: int | None = None,
+        postprocess: Sequence[PostProcessor] = (),
+        max_queries: int | None = None,
+        on_exhausted: ExhaustedPolicy = "raise",
+    ) -> None:
+        if output not in get_args(OutputMode):
+            raise ConfigError(f"oracle output must be one of {', '.join(get_args(OutputMode))}; got {output!r}")
+        if on_exhausted not in get_args(ExhaustedPolicy):
+            raise ConfigError(f"on_exhausted must be 'raise' or 'refuse'; got {on_exhausted!r}")
+        if output == "top-k" and (k is None or k < 1):
+            raise ConfigError(f"top-k output needs k >= 1; got k={k}")
+        if n < 0:
+            raise ConfigError(f"the number of samples must be >= 0; got {n}")
+        if max_queries is not None and max_queries < 0:
+            raise ConfigError(f"max_queries must be >= 0 or None; got {max_queries}")
+        self._victim = victim
+        self.n = n
+        self.output = output
+        self.k = k
+        self.postprocess = tuple(postprocess)
+        self.max_queries = max_queries
+        self.on_exhausted = on_exhausted
+        self._queries = torch.zeros(n, dtype=torch.long, device=victim.device)
+
+    @property
+    def queries(self) -> Tensor:
+        """Queries answered so far, per sample (n,)."""
+        return self._queries.clone()
+
+    @property
+    def device(self) -> torch.device:
+        return self._victim.device
+
+    @property
+    def bounds(self) -> tuple[float, float]:
+        return self._victim.bounds
+
+    @property
+    def num_classes(self) -> int:
+        return self._victim.num_classes
+
+    def remaining(self, idx: Tensor | None = None) -> Tensor:
+        """Queries left per sample (for `idx`, or all n); a large number when there is no budget."""
+        q = self._queries if idx is None else self._queries[idx.to(self._queries.device)]
+        if self.max_queries is None:
+            return torch.full_like(q, torch.iinfo(torch.long).max)
+        return self.max_queries - q
+
+    def query(self, x: Tensor, idx: Tensor | None = None) -> Tensor:
+        """Answer the rows of `x` (M, C, H, W); row i belongs to sample `idx[i]` (default: row i is sample i)."""
+        if idx is None:
+            if x.shape[0] != self.n:
+                raise DataError(f"a query of {x.shape[0]} rows needs idx naming each row's sample (n={self.n})")
+            idx = torch.arange(self.n, device=self._queries.device)
+        idx = idx.to(device=self._queries.device, dtype=torch.long)
+        if idx.dim() != 1 or idx.shape[0] != x.shape[0]:
+            raise DataError(f"idx must have one entry per row of x ({x.shape[0]}); got shape {tuple(idx.shape)}")
+        if idx.numel() and (idx.min() < 0 or idx.max() >= self.n):
+            raise DataError(f"idx entries must lie in [0, {self.n}); got [{idx.min().item()}, {idx.max().item()}]")
+        answered = self._admit(idx)
+        out = self._answer(x[answered.to(x.device)]) if answered.any() else None
+        self._queries += torch.bincount(idx[answered], minlength=self.n)
+        if out is not None and bool(answered.all()):
+            return out
+        fill: float | int = -1 if self.output == "label" else float("nan")
+        shape = (x.shape[0],) if self.output == "label" else (x.shape[0], self.num_classes)
+        dtype = torch.long if self.output == "label" else torch.float32
+        full = torch.full(shape, fill, dtype=dtype, device=self.device)
+        if out is not None:
+            full[answered.to(self.device)] = out.to(dtype)
+        return full
+
+    def _admit(self, idx: Tensor) -> Tensor:
+        """Which rows fit in their sample's budget (counting earlier rows of the same query first)."""
+        if self.max_queries is None:
+            return torch.ones_like(idx, dtype=torch.bool)
+        # rank of each row among the rows of the same sample, in row order
+        order = torch.argsort(idx, stable=True)
+        sorted_idx = idx[order]
+        _, counts = torch.unique_consecutive(sorted_idx, return_counts=True)
+        starts = torch.repeat_interleave(torch.cumsum(counts, 0) - counts, counts)
+        rank = torch.empty_like(idx)
+        rank[order] = torch.arange(idx.numel(), device=idx.device) - starts
+        answered = self._queries[idx] + rank < self.max_queries
+        if self.on_exhausted == "raise" and not bool(answered.all()):
+            over = torch.unique(idx[~answered])
+            raise QueryBudgetExceeded(
+                f"query refused: {over.numel()} sample(s) (first: {over[0].item()}) would exceed the budget of "
+                f"{self.max_queries} queries per sample"
+            )
+        return answered
+
+    @torch.inference_mode()
+    def _answer_inference(self, x: Tensor) -> Tensor:
+        x = x.detach()
+        logits = self._victim.logits(x)
+        for post in self.postprocess:
+            logits = post(logits, x)
+        if self.output == "logits":
+            return logits
+        if self.output == "label":
+            return logits.argmax(dim=1)
+        probs = logits.softmax(dim=1)
+        if self.output == "top-k":
+            assert self.k is not None
+            top = probs.topk(min(self.k, probs.shape[1]), dim=1)
+            probs = torch.zeros_like(probs).scatter_(1, top.indices, top.values)
+        return probs
+
+    def _answer(self, x: Tensor) -> Tensor:
+        # a plain tensor (not an inference tensor) with no autograd history
+        return self._answer_inference(x).clone()

@@ -1,0 +1,124 @@
+"""Result records: tensors for the caller, `to_dict()` of plain JSON types for files and the store."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from torch import Tensor
+
+from bastion.core.threat import ThreatModel
+
+__all__ = ["AttackResult", "perturbation_norms"]
+
+
+def perturbation_norms(x: Tensor, x_adv: Tensor) -> dict[str, Tensor]:
+    """Per-sample L0 (changed values), L2 and L-inf norms of `x_adv - x`, each (N,)."""
+    delta = (x_adv - x).flatten(1)
+    return {
+        "l0": (delta != 0).sum(dim=1),
+        "l2": delta.norm(p=2, dim=1),
+        "linf": delta.abs().amax(dim=1) if delta.shape[1] else delta.new_zeros(delta.shape[0]),
+    }
+
+
+def _mean(t: Tensor) -> float:
+    return float(t.float().mean()) if t.numel() else math.nan
+
+
+def _json_float(v: float) -> float | None:
+    return None if math.isnan(v) else v
+
+
+@dataclass(frozen=True, kw_only=True)
+class AttackResult:
+    """What an evasion attack did to a batch of N samples.
+
+    Success is measured by querying the model on `x_adv` (never reported by the attack itself):
+    untargeted, `y_adv != y`; targeted, `y_adv == target_labels`.
+
+    Attributes:
+        attack: the registered name of the attack.
+        params: its hyperparameters (plain JSON types).
+        threat: the threat model it ran under.
+        seed: the seed of its generator.
+        x_adv: adversarial inputs (N, C, H, W).
+        y: true labels (N,).
+        y_adv: the model's labels on `x_adv` (N,).
+        clean_correct: whether the model classified the clean input correctly (N,).
+        success: whether the attack succeeded on each sample (N,).
+        queries: black-box queries spent per sample (N,); zeros for white-box attacks.
+        l2, linf: perturbation norms per sample (N,).
+        seconds: wall time of the attack.
+        target_labels: the targets of a targeted attack (N,), else None.
+        warnings: sanity-check findings that cast doubt on the numbers.
+        extra: attack-specific records (per-stage accuracies, query curves ...), plain JSON types.
+    """
+
+    attack: str
+    params: dict[str, Any]
+    threat: ThreatModel
+    seed: int
+    x_adv: Tensor
+    y: Tensor
+    y_adv: Tensor
+    clean_correct: Tensor
+    success: Tensor
+    queries: Tensor
+    l2: Tensor
+    linf: Tensor
+    seconds: float
+    target_labels: Tensor | None = None
+    warnings: tuple[str, ...] = ()
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def n(self) -> int:
+        return int(self.y.shape[0])
+
+    @property
+    def clean_accuracy(self) -> float:
+        return _mean(self.clean_correct)
+
+    @property
+    def robust_accuracy(self) -> float:
+        """Share of all N samples still classified correctly on `x_adv`."""
+        return _mean(self.y_adv == self.y)
+
+    @property
+    def success_rate(self) -> float:
+        """Share of the samples classified correctly when clean on which the attack succeeded."""
+        return _mean(self.success[self.clean_correct])
+
+    def to_dict(self) -> dict[str, Any]:
+        q = self.queries.double()
+        attacked = self.clean_correct
+        l2 = self.l2[attacked & self.success]
+        return {
+            "attack": self.attack,
+            "params": dict(self.params),
+            "threat": self.threat.to_dict(),
+            "seed": self.seed,
+            "n": self.n,
+            "clean_accuracy": _json_float(self.clean_accuracy),
+            "robust_accuracy": _json_float(self.robust_accuracy),
+            "success_rate": _json_float(self.success_rate),
+            "seconds": self.seconds,
+            "queries_mean": float(q.mean()) if q.numel() else None,
+            "queries_median": float(q.quantile(0.5)) if q.numel() else None,
+            "queries_max": int(self.queries.max()) if q.numel() else None,
+            "linf_max": float(self.linf.max()) if self.linf.numel() else None,
+            "l2_median": float(l2.double().quantile(0.5)) if l2.numel() else None,
+            "warnings": list(self.warnings),
+            "per_sample": {
+                "y": self.y.tolist(),
+                "y_adv": self.y_adv.tolist(),
+                "success": self.success.tolist(),
+                "queries": self.queries.tolist(),
+                "l2": [round(v, 6) for v in self.l2.tolist()],
+                "linf": [round(v, 6) for v in self.linf.tolist()],
+                "target": None if self.target_labels is None else self.target_labels.tolist(),
+            },
+            "extra": dict(self.extra),
+        }

@@ -1,0 +1,145 @@
+"""Victim: the white-box view of a classifier, and the factory of its black-box oracles."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import torch
+from torch import Tensor, nn
+
+from bastion.core.errors import ConfigError, DataError, ModelError
+from bastion.core.ops import Normalize, batch_slices, resolve_device
+
+if TYPE_CHECKING:
+    from bastion.core.oracle import ExhaustedPolicy, Oracle, OutputMode, PostProcessor
+
+__all__ = ["Victim"]
+
+# Inputs may sit this far outside the bounds (float32 rounding of an in-bounds value) and still count as inside.
+BOUNDS_TOLERANCE = 1e-6
+
+
+class Victim:
+    """Wraps a classifier `nn.Module` that maps a batch in `bounds` to logits.
+
+    On construction the model is moved to `device`, put in eval mode and its parameters are frozen
+    (`requires_grad=False`): attacks differentiate with respect to inputs only, and nothing an attack
+    does can change the model. Inputs larger than `batch_size` are split into batches.
+
+    Args:
+        model: maps (N, C, H, W) inputs in `bounds` to (N, K) logits.
+        num_classes: K; read off the first forward pass when not given.
+        input_shape: expected (C, H, W); inputs are checked against it when given.
+        bounds: the valid input range.
+        mean, std: a per-channel normalisation to apply before the model, for models that expect
+            normalised inputs (bastion's own models normalise inside and need none).
+        batch_size: the largest batch sent to the model at once.
+        device: where the model runs (`None`: the device of its parameters, else CPU).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        num_classes: int | None = None,
+        input_shape: tuple[int, int, int] | None = None,
+        bounds: tuple[float, float] = (0.0, 1.0),
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
+        batch_size: int = 256,
+        device: str | torch.device | None = None,
+    ) -> None:
+        if not isinstance(model, nn.Module):
+            raise ModelError(f"a Victim wraps a torch.nn.Module; got {type(model).__name__}")
+        if batch_size < 1:
+            raise ConfigError(f"batch_size must be at least 1; got {batch_size}")
+        if (mean is None) != (std is None):
+            raise ConfigError("give both mean and std for the normalisation, or neither")
+        if device is None:
+            first = next(iter(model.parameters()), None)
+            device = first.device if first is not None else torch.device("cpu")
+        self.device = resolve_device(device)
+        self.model = nn.Sequential(Normalize(mean, std), model) if mean is not None and std is not None else model
+        self.model.to(self.device).eval()
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+        self.bounds = (float(bounds[0]), float(bounds[1]))
+        self.input_shape = input_shape
+        self.batch_size = batch_size
+        self._num_classes = num_classes
+
+    @property
+    def num_classes(self) -> int:
+        if self._num_classes is None:
+            if self.input_shape is None:
+                raise ModelError("the number of classes is unknown: pass num_classes or input_shape to the Victim")
+            self.logits(torch.zeros(1, *self.input_shape, device=self.device))
+        assert self._num_classes is not None
+        return self._num_classes
+
+    def check_input(self, x: Tensor) -> None:
+        """Raise `DataError` unless `x` is a float batch (N, C, H, W) of the expected shape inside the bounds."""
+        if not isinstance(x, Tensor) or x.dim() != 4 or not x.is_floating_point():
+            got = f"{tuple(x.shape)} {x.dtype}" if isinstance(x, Tensor) else type(x).__name__
+            raise DataError(f"inputs must be a float tensor of shape (N, C, H, W); got {got}")
+        if self.input_shape is not None and tuple(x.shape[1:]) != tuple(self.input_shape):
+            raise DataError(
+                f"inputs have shape (C, H, W) = {tuple(x.shape[1:])} but the model expects {tuple(self.input_shape)}"
+            )
+        if x.numel() and (x.min() < self.bounds[0] - BOUNDS_TOLERANCE or x.max() > self.bounds[1] + BOUNDS_TOLERANCE):
+            raise DataError(
+                f"inputs must lie in the bounds {self.bounds}; got values in [{x.min().item():.4g}, "
+                f"{x.max().item():.4g}] (scale images to [0, 1] or give the model's --bounds)"
+            )
+
+    def __call__(self, x: Tensor) -> Tensor:
+        """Logits (N, K) with gradients with respect to `x` (the white-box view), in batches."""
+        x = x.to(self.device)
+        if x.shape[0] <= self.batch_size:
+            return self._forward(x)
+        return torch.cat([self._forward(x[s]) for s in batch_slices(x.shape[0], self.batch_size)])
+
+    @torch.inference_mode()
+    def _logits_inference(self, x: Tensor) -> Tensor:
+        x = x.to(self.device)
+        return torch.cat([self._forward(x[s]) for s in batch_slices(x.shape[0], self.batch_size)])
+
+    def logits(self, x: Tensor) -> Tensor:
+        """Logits (N, K) without gradients (inference mode), in batches."""
+        return self._logits_inference(x).clone()
+
+    def predict(self, x: Tensor) -> Tensor:
+        """Predicted labels (N,), int64, in batches."""
+        return self.logits(x).argmax(dim=1)
+
+    def oracle(
+        self,
+        n: int,
+        *,
+        output: OutputMode = "probs",
+        k: int | None = None,
+        postprocess: Sequence[PostProcessor] = (),
+        max_queries: int | None = None,
+        on_exhausted: ExhaustedPolicy = "raise",
+    ) -> Oracle:
+        """A black-box view of this victim for a batch of `n` samples; see `Oracle`."""
+        from bastion.core.oracle import Oracle
+
+        return Oracle(
+            self, n, output=output, k=k, postprocess=postprocess, max_queries=max_queries, on_exhausted=on_exhausted
+        )
+
+    def _forward(self, x: Tensor) -> Tensor:
+        out = self.model(x)
+        if not isinstance(out, Tensor) or out.dim() != 2 or out.shape[0] != x.shape[0]:
+            got = f"shape {tuple(out.shape)}" if isinstance(out, Tensor) else type(out).__name__
+            raise ModelError(
+                f"the model must return logits of shape (N, K) for N={x.shape[0]} inputs; it returned {got} "
+                "(for a model returning a tuple or dict, name the logits with --logits-key)"
+            )
+        if self._num_classes is None:
+            self._num_classes = out.shape[1]
+        elif out.shape[1] != self._num_classes:
+            raise ModelError(f"the model returned {out.shape[1]} logits per input; expected {self._num_classes}")
+        return out

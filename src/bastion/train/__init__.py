@@ -1,0 +1,20 @@
+"""bastion.train: the one training loop with hooks, recipes, and `train_checkpoint` (what `bastion train` does)."""
+
+from bastion.train.loop import Callback, EpochRecord, Hooks, TrainConfig, TrainHistory, TrainState, accuracy, fit
+from bastion.train.recipes import Recipe, default_config
+from bastion.train.run import TrainOutcome, train_checkpoint
+
+__all__ = [
+    "Callback",
+    "EpochRecord",
+    "Hooks",
+    "Recipe",
+    "TrainConfig",
+    "TrainHistory",
+    "TrainOutcome",
+    "TrainState",
+    "accuracy",
+    "default_config",
+    "fit",
+    "train_checkpoint",
+]

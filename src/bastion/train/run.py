@@ -1,0 +1,108 @@
+"""Train a model on a data set with a recipe and save it as a checkpoint: what `bastion train` does."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from bastion.core.ops import resolve_device
+from bastion.core.progress import ProgressFn
+from bastion.core.random import seed_everything
+from bastion.core.registry import RECIPES
+from bastion.data import Dataset, load_dataset
+from bastion.models import build_model
+from bastion.models.checkpoint import CheckpointMeta, save_checkpoint
+from bastion.models.external import ExternalModel, load_external
+from bastion.train.loop import TrainHistory, accuracy, fit
+from bastion.train.recipes import Recipe
+
+__all__ = ["TrainOutcome", "train_checkpoint"]
+
+
+class TrainOutcome:
+    """The trained model, its saved metadata and the training history."""
+
+    def __init__(self, model: nn.Module, meta: CheckpointMeta, history: TrainHistory, path: Path) -> None:
+        self.model, self.meta, self.history, self.path = model, meta, history, path
+
+
+def _build(model: str, ds: Dataset, model_kwargs: dict[str, Any]) -> tuple[nn.Module, dict[str, Any]]:
+    if ":" in model:  # a user's architecture, package.module:factory
+        return load_external(model), {}
+    c, h, _ = ds.input_shape
+    kwargs = {
+        "num_classes": ds.num_classes,
+        "in_channels": c,
+        "image_size": h,
+        "mean": list(ds.mean),
+        "std": list(ds.std),
+        **model_kwargs,
+    }
+    return build_model(model, **kwargs), kwargs
+
+
+def train_checkpoint(
+    *,
+    model: str,
+    data: str,
+    out: str | Path,
+    recipe: str = "standard",
+    seed: int = 0,
+    split_seed: int = 0,
+    data_root: str | Path | None = None,
+    device: str | None = None,
+    progress: ProgressFn | None = None,
+    model_kwargs: dict[str, Any] | None = None,
+    **overrides: Any,
+) -> TrainOutcome:
+    """Train architecture `model` on data set `data` with `recipe` and save the checkpoint to `out`.
+
+    Args:
+        model: a registered architecture name, or `package.module:factory` for a user's own.
+        data: a data-set spec (`mnist5k`, `cifar10:/folder`, `npz:/file.npz`, ...).
+        out: the checkpoint file to write (safetensors with JSON metadata).
+        recipe: a registered training recipe.
+        seed: seeds the initial weights, shuffling and augmentation.
+        split_seed: seeds the data set's train/test split.
+        overrides: `TrainConfig` fields to change from the recipe's defaults (None: keep).
+    """
+    rec: Recipe = RECIPES.get(recipe)  # type: ignore[assignment]
+    ds = load_dataset(data, root=data_root, seed=split_seed)
+    dev = resolve_device(device)
+    seed_everything(seed)
+    net, arch_kwargs = _build(model, ds, dict(model_kwargs or {}))
+    net.to(dev)
+    cfg = rec.config(ds.input_shape, seed=seed, **overrides)
+    history = fit(
+        net,
+        ds.x_train,
+        ds.y_train,
+        cfg,
+        x_test=ds.x_test,
+        y_test=ds.y_test,
+        hooks=rec.hooks(cfg, ds.input_shape),
+        progress=progress,
+    )
+    clean = accuracy(net, ds.x_test, ds.y_test)
+    external = isinstance(net, ExternalModel)
+    meta = CheckpointMeta(
+        architecture="external" if external else model,
+        arch_kwargs=arch_kwargs,
+        factory=model if external else None,
+        adapter=net.adapter_settings() if isinstance(net, ExternalModel) else {},
+        dataset=data,
+        split_seed=split_seed,
+        num_classes=ds.num_classes,
+        input_shape=ds.input_shape,
+        mean=ds.mean,
+        std=ds.std,
+        recipe={"name": recipe, **asdict(cfg), "seconds": round(history.seconds, 2), "device": str(dev)},
+        clean_accuracy=clean,
+        events=history.events,
+    )
+    path = save_checkpoint(out, net, meta)
+    net.eval()
+    return TrainOutcome(net, meta, history, path)

@@ -1,0 +1,88 @@
+import pytest
+import torch
+from torch import nn
+
+from bastion.core import ConfigError, DataError, ModelError, Victim
+
+
+class Recorder(nn.Module):
+    """Records the batch sizes it sees; has dropout so train mode would be visible."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(4, 3)
+        self.drop = nn.Dropout(0.5)
+        self.seen: list[int] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.seen.append(x.shape[0])
+        return self.drop(self.fc(x.flatten(1)))
+
+
+def test_eval_mode_and_frozen_parameters() -> None:
+    model = Recorder().train()
+    victim = Victim(model, input_shape=(1, 2, 2))
+    assert not model.training
+    assert all(not p.requires_grad for p in model.parameters())
+    x = torch.rand(5, 1, 2, 2)
+    assert torch.equal(victim.logits(x), victim.logits(x))  # dropout off: deterministic
+
+
+def test_batches_inputs_larger_than_batch_size() -> None:
+    model = Recorder()
+    victim = Victim(model, batch_size=4)
+    x = torch.rand(10, 1, 2, 2)
+    logits = victim.logits(x)
+    assert model.seen == [4, 4, 2]
+    assert logits.shape == (10, 3)
+    model.seen.clear()
+    grad_logits = victim(x)  # white-box view batches too, and keeps gradients
+    assert model.seen == [4, 4, 2]
+    x.requires_grad_(True)
+    victim(x).sum().backward()
+    assert x.grad is not None and x.grad.shape == x.shape
+    assert torch.allclose(grad_logits, logits)
+
+
+def test_gradients_flow_to_inputs_only() -> None:
+    model = Recorder()
+    victim = Victim(model)
+    x = torch.rand(3, 1, 2, 2, requires_grad=True)
+    victim(x).sum().backward()
+    assert x.grad is not None
+    assert all(p.grad is None for p in model.parameters())
+
+
+def test_normalisation_applied_inside() -> None:
+    model = Recorder()
+    plain = Victim(model)
+    x = torch.rand(2, 1, 2, 2)
+    normed = Victim(Recorder(), mean=[0.5], std=[0.25])
+    normed.model[1].load_state_dict(model.state_dict())
+    assert torch.allclose(normed.logits(x), plain.logits((x - 0.5) / 0.25))
+
+
+def test_input_checks() -> None:
+    victim = Victim(Recorder(), input_shape=(1, 2, 2))
+    with pytest.raises(DataError, match="shape"):
+        victim.check_input(torch.rand(2, 3, 2, 2))
+    with pytest.raises(DataError, match="bounds"):
+        victim.check_input(torch.rand(2, 1, 2, 2) * 255)
+    with pytest.raises(DataError, match=r"\(N, C, H, W\)"):
+        victim.check_input(torch.rand(4, 4))
+    victim.check_input(torch.rand(2, 1, 2, 2))
+
+
+def test_model_returning_non_logits_is_a_model_error() -> None:
+    class TupleModel(nn.Module):
+        def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            return x.flatten(1), x
+
+    with pytest.raises(ModelError, match="--logits-key"):
+        Victim(TupleModel()).logits(torch.rand(2, 1, 2, 2))
+
+
+def test_num_classes_read_from_model() -> None:
+    assert Victim(Recorder(), input_shape=(1, 2, 2)).num_classes == 3
+    with pytest.raises(ConfigError):
+        Victim(Recorder(), batch_size=0)

@@ -1,0 +1,107 @@
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from bastion.core import ConfigError, make_generator
+from bastion.data import load_dataset
+from bastion.models import build_model
+from bastion.train import Hooks, TrainConfig, TrainState, accuracy, fit
+from bastion.train.augment import augment_batch, random_crop
+
+
+@pytest.fixture(scope="module")
+def digits() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    ds = load_dataset("digits")
+    return ds.x_train, ds.y_train, ds.x_test, ds.y_test
+
+
+def new_mlp(seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    return build_model("mlp", num_classes=10, in_channels=1, image_size=8, hidden=(64,))
+
+
+def test_training_learns_digits(digits: tuple[torch.Tensor, ...]) -> None:
+    x, y, xt, yt = digits
+    model = new_mlp()
+    before = accuracy(model, xt, yt)
+    history = fit(model, x, y, TrainConfig(epochs=4, lr=3e-3), x_test=xt, y_test=yt)
+    assert before < 0.3
+    assert history.final_test_accuracy is not None and history.final_test_accuracy > 0.85
+    assert len(history.epochs) == 4 and history.epochs[-1].train_loss < history.epochs[0].train_loss
+    assert not model.training
+
+
+def test_same_seed_same_model_other_seed_other_model(digits: tuple[torch.Tensor, ...]) -> None:
+    x, y, *_ = digits
+    cfg = TrainConfig(epochs=1, augment="shift", seed=5)
+    runs = []
+    for seed in (5, 5, 6):
+        model = new_mlp()
+        fit(model, x[:512], y[:512], TrainConfig(**{**cfg.__dict__, "seed": seed}))
+        runs.append(torch.cat([p.flatten() for p in model.parameters()]))
+    assert torch.equal(runs[0], runs[1])
+    assert not torch.equal(runs[0], runs[2])
+
+
+def test_hooks_transform_loss_and_callbacks(digits: tuple[torch.Tensor, ...]) -> None:
+    x, y, *_ = digits
+    seen: list[tuple[bool, int]] = []
+
+    def transform(model: nn.Module, xb: torch.Tensor, yb: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        model.eval()  # an attack would run in eval mode; the loop must switch back
+        seen.append((model.training, xb.shape[0]))
+        return torch.zeros_like(xb)
+
+    modes: list[bool] = []
+
+    def loss(model: nn.Module, xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
+        modes.append(model.training)
+        assert torch.count_nonzero(xb) == 0  # the loss sees the transformed batch
+        return F.cross_entropy(model(xb), yb)
+
+    class StopAfterFirst:
+        def on_epoch_end(self, state: TrainState) -> None:
+            state.events.append({"epoch": state.epoch, "steps": state.step})
+            state.stop = True
+
+    history = fit(
+        new_mlp(),
+        x[:256],
+        y[:256],
+        TrainConfig(epochs=3, batch_size=64),
+        hooks=Hooks(transform=transform, loss=loss, callbacks=[StopAfterFirst()]),
+    )
+    assert len(history.epochs) == 1
+    assert history.events == ({"epoch": 1, "steps": 4},)
+    assert [n for _, n in seen] == [64, 64, 64, 64]
+    assert all(modes)  # train mode restored for the update
+
+
+def test_progress_events_cover_every_step(digits: tuple[torch.Tensor, ...]) -> None:
+    x, y, *_ = digits
+    events = []
+    fit(new_mlp(), x[:200], y[:200], TrainConfig(epochs=2, batch_size=100), progress=events.append)
+    train = [e for e in events if e.task == "train"]
+    assert [e.completed for e in train] == [1, 2, 3, 4] and train[-1].total == 4
+    assert [e.completed for e in events if e.task == "epoch"] == [1, 2]
+
+
+def test_random_crop_translates_images() -> None:
+    x = torch.zeros(64, 1, 8, 8)
+    x[:, :, 3:5, 3:5] = 1.0
+    out = random_crop(x, 2, make_generator(0))
+    assert out.shape == x.shape
+    assert torch.equal(out.sum(dim=(1, 2, 3)), x.sum(dim=(1, 2, 3)))  # the blob never leaves the frame
+    assert len({tuple(o.nonzero()[0].tolist()) for o in out}) > 5  # offsets vary across the batch
+    flipped = augment_batch(torch.rand(16, 3, 8, 8), "crop-flip", make_generator(1))
+    assert flipped.shape == (16, 3, 8, 8)
+    assert torch.equal(augment_batch(x, "none", make_generator(0)), x)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"), [("epochs", 0), ("lr", -1.0), ("optimizer", "rmsprop"), ("augment", "mixup")]
+)
+def test_config_validation(field: str, value: object) -> None:
+    with pytest.raises(ConfigError, match=f"training {field}"):
+        TrainConfig(**{field: value})  # type: ignore[arg-type]
