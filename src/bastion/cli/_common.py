@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
 
@@ -13,12 +14,15 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from torch import nn
 
 from bastion.core.errors import ConfigError, DataError
+from bastion.core.ops import resolve_device
 from bastion.core.progress import ProgressEvent, ProgressFn
+from bastion.core.victim import Victim
+from bastion.data import Dataset, load_dataset
 from bastion.models.checkpoint import CheckpointMeta, load_checkpoint
 from bastion.models.external import load_external
 
-console = Console(stderr=True)
-out = Console()
+console = Console(stderr=True, soft_wrap=True)
+out = Console(soft_wrap=True)
 
 # --- options shared by the commands that take a model ---------------------------------------------
 CheckpointOpt = Annotated[
@@ -98,6 +102,56 @@ def load_target(
         logits_key=logits_key,
     )
     return net.to(device).eval(), None
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """What a command that evaluates a model works on."""
+
+    victim: Victim
+    meta: CheckpointMeta | None
+    dataset: Dataset
+    data: str
+    split_seed: int
+
+
+def load_victim_and_data(
+    *,
+    checkpoint: Path | None,
+    model: str | None,
+    weights: Path | None,
+    mean: str | None,
+    std: str | None,
+    bounds: str,
+    logits_key: str | None,
+    data: str | None,
+    data_root: Path | None,
+    device: str,
+    split_seed: int | None = None,
+) -> Loaded:
+    """The model (as a `Victim`) and the data set a command evaluates it on, checked against each other.
+
+    The data set and split seed default to the checkpoint's; a user's own model needs `--data`.
+    """
+    dev = resolve_device(device)
+    net, meta = load_target(
+        checkpoint=checkpoint,
+        model=model,
+        weights=weights,
+        mean=mean,
+        std=std,
+        bounds=bounds,
+        logits_key=logits_key,
+        device=str(dev),
+    )
+    if data is None:
+        if meta is None:
+            raise ConfigError("--data is needed with --model (which data set should the model be evaluated on?)")
+        data = meta.dataset
+    seed = split_seed if split_seed is not None else (meta.split_seed if meta is not None else 0)
+    ds = load_dataset(data, root=data_root, seed=seed)
+    check_shape(meta, ds.input_shape, data)
+    return Loaded(Victim(net, input_shape=ds.input_shape, device=dev), meta, ds, data, seed)
 
 
 def check_shape(meta: CheckpointMeta | None, input_shape: tuple[int, int, int], data: str) -> None:

@@ -7,8 +7,8 @@ import sys
 import typer
 from typer.core import TyperGroup
 
+from bastion.cli import attack, listing, train
 from bastion.cli import eval as eval_cmd
-from bastion.cli import listing, train
 from bastion.core.errors import BastionError
 
 __all__ = ["app", "main"]
@@ -37,6 +37,7 @@ app = typer.Typer(
 app.command("list")(listing.list_)
 app.command("train")(train.train)
 app.command("eval")(eval_cmd.eval_)
+app.command("attack")(attack.attack)
 
 
 def main() -> None:

@@ -19,14 +19,9 @@ from bastion.cli._common import (
     ModelOpt,
     StdOpt,
     WeightsOpt,
-    check_shape,
-    load_target,
+    load_victim_and_data,
     out,
 )
-from bastion.core.errors import ConfigError
-from bastion.core.ops import resolve_device
-from bastion.core.victim import Victim
-from bastion.data import load_dataset
 
 
 def eval_(
@@ -44,8 +39,7 @@ def eval_(
     json_out: Annotated[Path | None, typer.Option("--json", help="write the result as JSON here")] = None,
 ) -> None:
     """Measure a model's clean accuracy on the test split of a data set."""
-    dev = resolve_device(device)
-    net, meta = load_target(
+    loaded = load_victim_and_data(
         checkpoint=checkpoint,
         model=model,
         weights=weights,
@@ -53,16 +47,12 @@ def eval_(
         std=std,
         bounds=bounds,
         logits_key=logits_key,
-        device=str(dev),
+        data=data,
+        data_root=data_root,
+        device=device,
+        split_seed=split_seed,
     )
-    if data is None:
-        if meta is None:
-            raise ConfigError("--data is needed with --model (which data set should the model be evaluated on?)")
-        data = meta.dataset
-    seed = split_seed if split_seed is not None else (meta.split_seed if meta is not None else 0)
-    ds = load_dataset(data, root=data_root, seed=seed)
-    check_shape(meta, ds.input_shape, data)
-    victim = Victim(net, input_shape=ds.input_shape, device=dev)
+    victim, ds = loaded.victim, loaded.dataset
     correct = (victim.predict(ds.x_test).cpu() == ds.y_test).sum().item()
     n = ds.y_test.shape[0]
     result = {
@@ -70,9 +60,9 @@ def eval_(
         "n": n,
         "checkpoint": str(checkpoint) if checkpoint is not None else None,
         "model": model,
-        "data": data,
-        "split_seed": seed,
+        "data": loaded.data,
+        "split_seed": loaded.split_seed,
     }
-    out.print(f"accuracy {result['accuracy']:.2%} on {n} test images of {data}", highlight=False)
+    out.print(f"accuracy {result['accuracy']:.2%} on {n} test images of {loaded.data}", highlight=False)
     if json_out is not None:
         write_json(json_out, result)

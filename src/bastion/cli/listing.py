@@ -8,24 +8,31 @@ from typing import Annotated
 
 import typer
 
+import bastion.attacks.evasion
 import bastion.data
-import bastion.models
-import bastion.train  # noqa: F401  (registers the recipes)
-from bastion.core.registry import DATASETS, MODELS, RECIPES, Registry
+import bastion.defenses.training
+import bastion.models  # noqa: F401  (importing the layers registers their entries)
+from bastion.core.registry import ATTACKS, DATASETS, MODELS, RECIPES, Registry
 
 
 class Kind(StrEnum):
+    attacks = "attacks"
     models = "models"
     datasets = "datasets"
     recipes = "recipes"
 
 
-_REGISTRIES: dict[Kind, Registry] = {Kind.models: MODELS, Kind.datasets: DATASETS, Kind.recipes: RECIPES}  # type: ignore[type-arg]
+_REGISTRIES: dict[Kind, Registry] = {
+    Kind.attacks: ATTACKS,
+    Kind.models: MODELS,
+    Kind.datasets: DATASETS,
+    Kind.recipes: RECIPES,
+}  # type: ignore[type-arg]
 
 
 def _summary(kind: Kind, name: str, obj: object) -> str:
-    """One line: a recipe's summary, a model module's headline, or a loader's docstring headline."""
-    if kind is Kind.models:
+    """One line: a recipe's summary, a model or attack module's headline, or a loader's docstring headline."""
+    if kind in (Kind.models, Kind.attacks):
         module = inspect.getmodule(obj)
         text = (module.__doc__ if module is not None else None) or ""
     else:

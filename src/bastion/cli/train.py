@@ -7,11 +7,18 @@ from typing import Annotated
 
 import typer
 
+import bastion.defenses  # noqa: F401  (registers the adversarial-training recipes)
 from bastion.cli._common import DataRootOpt, DeviceOpt, console, out, progress_bar
+from bastion.core.params import parse_params
+from bastion.core.registry import RECIPES
 from bastion.train import train_checkpoint
 
 
 def train(
+    params: Annotated[
+        list[str] | None,
+        typer.Argument(help="the recipe's own settings as key=value, e.g. eps=0.3", show_default=False),
+    ] = None,
     model: Annotated[str, typer.Option(help="architecture (`bastion list models`) or package.module:factory")] = (
         "small_cnn"
     ),
@@ -35,6 +42,7 @@ def train(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bar")] = False,
 ) -> None:
     """Train a model and save it as a checkpoint (safetensors weights + JSON metadata)."""
+    recipe_params = parse_params(RECIPES.get(recipe), params or [])  # type: ignore[arg-type]
     if out_path is None:
         stem = f"{model.replace(':', '.')}-{data.split(':')[0]}-{recipe}"
         out_path = Path("checkpoints") / f"{stem}.safetensors"
@@ -44,6 +52,7 @@ def train(
             data=data,
             out=out_path,
             recipe=recipe,
+            recipe_params=recipe_params,
             seed=seed,
             split_seed=split_seed,
             data_root=data_root,

@@ -9,7 +9,7 @@ from torch import Tensor, nn
 
 from bastion.core.errors import ConfigError
 
-__all__ = ["Normalize", "batch_slices", "resolve_device"]
+__all__ = ["BALL_TOLERANCE", "Normalize", "batch_slices", "in_ball", "lp_norms", "project", "resolve_device"]
 
 
 class Normalize(nn.Module):
@@ -56,3 +56,46 @@ def resolve_device(device: str | torch.device | None = None) -> torch.device:
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"device {device!r} asked for, but CUDA is not available here; use --device cpu")
     return dev
+
+
+# Float32 slack of the final ball check: one ulp at 1.0 (2^-23), so an L-inf result at 8/255 is at most
+# 8/255 + 1.2e-7, below the 8.0001/255 a test forbids.
+BALL_TOLERANCE = 2.0**-23
+
+
+def lp_norms(delta: Tensor, norm: str) -> Tensor:
+    """Per-sample norm (N,) of `delta` (N, ...): `linf`, `l2` or `l0` (count of non-zero values)."""
+    flat = delta.flatten(1)
+    if norm == "linf":
+        return flat.abs().amax(dim=1)
+    if norm == "l2":
+        return flat.norm(p=2, dim=1)
+    if norm == "l0":
+        return (flat != 0).sum(dim=1).to(delta.dtype)
+    raise ConfigError(f"unknown norm {norm!r}; use linf, l2 or l0")
+
+
+def project(x_adv: Tensor, x: Tensor, norm: str, eps: float | Tensor, bounds: tuple[float, float]) -> Tensor:
+    """Project `x_adv` onto the `norm` ball of radius `eps` around `x`, then clip to `bounds`.
+
+    L2: the perturbation is scaled down to norm eps first; clipping to the box afterwards only shrinks
+    its coordinates, so the norm stays <= eps. `eps` may be a float or per sample (N,).
+    """
+    lo, hi = bounds
+    if norm == "linf":
+        e = eps if not isinstance(eps, Tensor) else eps.view(-1, *([1] * (x.dim() - 1)))
+        return torch.min(torch.max(x_adv, x - e), x + e).clamp(lo, hi)
+    if norm == "l2":
+        delta = x_adv - x
+        n = delta.flatten(1).norm(p=2, dim=1)
+        factor = torch.clamp(eps / (n + 1e-12), max=1.0).view(-1, *([1] * (x.dim() - 1)))
+        return (x + delta * factor).clamp(lo, hi)
+    raise ConfigError(f"projection onto the {norm!r} ball is not defined; use linf or l2")
+
+
+def in_ball(x_adv: Tensor, x: Tensor, norm: str, eps: float, bounds: tuple[float, float]) -> Tensor:
+    """Per sample (N,): whether `x_adv` lies in the ball around `x` and inside `bounds`, with float32 slack."""
+    lo, hi = bounds
+    slack = BALL_TOLERANCE * max(1.0, eps)
+    inside_box = ((x_adv >= lo) & (x_adv <= hi)).flatten(1).all(dim=1)
+    return inside_box & (lp_norms(x_adv - x, norm) <= eps + slack)

@@ -36,6 +36,9 @@ class Victim:
             normalised inputs (bastion's own models normalise inside and need none).
         batch_size: the largest batch sent to the model at once.
         device: where the model runs (`None`: the device of its parameters, else CPU).
+        freeze: set `requires_grad=False` on the parameters. A training hook that attacks the model it
+            is training (adversarial training) passes False: attacks differentiate with respect to
+            the inputs only (`torch.autograd.grad`), so the parameters' gradients are untouched.
     """
 
     def __init__(
@@ -49,6 +52,7 @@ class Victim:
         std: Sequence[float] | None = None,
         batch_size: int = 256,
         device: str | torch.device | None = None,
+        freeze: bool = True,
     ) -> None:
         if not isinstance(model, nn.Module):
             raise ModelError(f"a Victim wraps a torch.nn.Module; got {type(model).__name__}")
@@ -62,8 +66,9 @@ class Victim:
         self.device = resolve_device(device)
         self.model = nn.Sequential(Normalize(mean, std), model) if mean is not None and std is not None else model
         self.model.to(self.device).eval()
-        for p in self.model.parameters():
-            p.requires_grad_(False)
+        if freeze:
+            for p in self.model.parameters():
+                p.requires_grad_(False)
         self.bounds = (float(bounds[0]), float(bounds[1]))
         self.input_shape = input_shape
         self.batch_size = batch_size

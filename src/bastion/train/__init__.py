@@ -1,7 +1,7 @@
 """bastion.train: the one training loop with hooks, recipes, and `train_checkpoint` (what `bastion train` does)."""
 
 from bastion.train.loop import Callback, EpochRecord, Hooks, TrainConfig, TrainHistory, TrainState, accuracy, fit
-from bastion.train.recipes import Recipe, default_config
+from bastion.train.recipes import Recipe, default_config, register_recipe
 from bastion.train.run import TrainOutcome, train_checkpoint
 
 __all__ = [
@@ -16,5 +16,6 @@ __all__ = [
     "accuracy",
     "default_config",
     "fit",
+    "register_recipe",
     "train_checkpoint",
 ]

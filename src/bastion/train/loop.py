@@ -218,5 +218,6 @@ def fit(
             cb.on_epoch_end(state)
         if state.stop:
             break
+    optimizer.zero_grad(set_to_none=True)  # a trained model carries no stale gradients
     model.eval()
     return TrainHistory(tuple(state.history), tuple(state.events), time.perf_counter() - start)

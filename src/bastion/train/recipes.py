@@ -7,13 +7,15 @@ recipes register themselves from `bastion.defenses.training`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
+from bastion.core.params import params_dict, validate_params
 from bastion.core.registry import RECIPES
 from bastion.train.loop import Hooks, TrainConfig
 
-__all__ = ["Recipe", "Standard", "default_config"]
+__all__ = ["Recipe", "Standard", "default_config", "register_recipe"]
 
 # Digit-sized grayscale data (mnist5k, digits): AdamW with a one-cycle schedule and 2-pixel shifts.
 # `small_cnn` on mnist5k reaches 98% test accuracy in 12 epochs (~25 s on 2 CPU cores):
@@ -46,12 +48,19 @@ def default_config(input_shape: tuple[int, int, int], **overrides: Any) -> Train
     return TrainConfig(**base)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Recipe:
-    """A training recipe. Subclasses override `defaults` and `hooks`."""
+    """A training recipe: a frozen dataclass whose `param` fields are the recipe's own settings.
 
-    name: str
-    summary: str
+    Subclasses set `name` and `summary`, and override `defaults` (TrainConfig settings for data of
+    a given shape) and `hooks` (what the recipe adds to the loop).
+    """
+
+    name: ClassVar[str] = "recipe"
+    summary: ClassVar[str] = ""
+
+    def __post_init__(self) -> None:
+        validate_params(self)
 
     def defaults(self, input_shape: tuple[int, int, int]) -> dict[str, Any]:
         """Settings this recipe changes from the shape-based base for data of `input_shape`."""
@@ -64,9 +73,24 @@ class Recipe:
         merged = {**self.defaults(input_shape), **{k: v for k, v in overrides.items() if v is not None}}
         return default_config(input_shape, **merged)
 
+    def params(self) -> dict[str, Any]:
+        return params_dict(self)
 
+
+def register_recipe(name: str) -> Callable[[type[Recipe]], type[Recipe]]:
+    """Class decorator: set `cls.name` and add the class to the `RECIPES` registry."""
+
+    def add(cls: type[Recipe]) -> type[Recipe]:
+        cls.name = name
+        RECIPES.register(name)(cls)
+        return cls
+
+    return add
+
+
+@register_recipe("standard")
+@dataclass(frozen=True, kw_only=True)
 class Standard(Recipe):
     """Plain training on clean data (empirical risk minimisation)."""
 
-
-RECIPES.register("standard")(Standard("standard", "plain training on clean data"))
+    summary: ClassVar[str] = "plain training on clean data"

@@ -56,6 +56,7 @@ def train_checkpoint(
     device: str | None = None,
     progress: ProgressFn | None = None,
     model_kwargs: dict[str, Any] | None = None,
+    recipe_params: dict[str, Any] | None = None,
     **overrides: Any,
 ) -> TrainOutcome:
     """Train architecture `model` on data set `data` with `recipe` and save the checkpoint to `out`.
@@ -65,11 +66,12 @@ def train_checkpoint(
         data: a data-set spec (`mnist5k`, `cifar10:/folder`, `npz:/file.npz`, ...).
         out: the checkpoint file to write (safetensors with JSON metadata).
         recipe: a registered training recipe.
+        recipe_params: the recipe's own settings (e.g. `{"eps": 0.3}` for `pgd-at`).
         seed: seeds the initial weights, shuffling and augmentation.
         split_seed: seeds the data set's train/test split.
         overrides: `TrainConfig` fields to change from the recipe's defaults (None: keep).
     """
-    rec: Recipe = RECIPES.get(recipe)  # type: ignore[assignment]
+    rec: Recipe = RECIPES.get(recipe)(**(recipe_params or {}))  # type: ignore[operator]
     ds = load_dataset(data, root=data_root, seed=split_seed)
     dev = resolve_device(device)
     seed_everything(seed)
@@ -99,7 +101,13 @@ def train_checkpoint(
         input_shape=ds.input_shape,
         mean=ds.mean,
         std=ds.std,
-        recipe={"name": recipe, **asdict(cfg), "seconds": round(history.seconds, 2), "device": str(dev)},
+        recipe={
+            "name": recipe,
+            **rec.params(),
+            **asdict(cfg),
+            "seconds": round(history.seconds, 2),
+            "device": str(dev),
+        },
         clean_accuracy=clean,
         events=history.events,
     )

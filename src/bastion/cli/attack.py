@@ -1,0 +1,158 @@
+"""`bastion attack NAME`: run one registered attack on a model's test images and summarise it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import torch
+import typer
+
+from bastion._atomic import write_json
+from bastion.attacks.evasion.checks import sanity_checks
+from bastion.cli._common import (
+    BoundsOpt,
+    CheckpointOpt,
+    DataOpt,
+    DataRootOpt,
+    DeviceOpt,
+    LogitsKeyOpt,
+    MeanOpt,
+    ModelOpt,
+    StdOpt,
+    WeightsOpt,
+    console,
+    load_victim_and_data,
+    out,
+    progress_bar,
+)
+from bastion.core.errors import ConfigError
+from bastion.core.params import parse_params
+from bastion.core.random import make_generator
+from bastion.core.registry import ATTACKS
+from bastion.core.results import AttackResult
+from bastion.core.threat import ThreatModel
+
+# Default budgets when --eps is not given: the literature's standard radii per image shape.
+_DEFAULT_EPS = {("linf", 1): 0.3, ("linf", 3): 8 / 255, ("l2", 1): 2.0, ("l2", 3): 0.5}
+
+
+def _parse_eps(text: str | None, norm: str, channels: int) -> float:
+    if norm not in ("linf", "l2"):
+        raise ConfigError(f"--norm must be linf or l2; got {norm!r}")
+    if text is None:
+        return _DEFAULT_EPS[(norm, 1 if channels == 1 else 3)]
+    try:
+        if "/" in text:
+            num, den = text.split("/")
+            return float(num) / float(den)
+        return float(text)
+    except (ValueError, ZeroDivisionError):
+        raise ConfigError(f"--eps takes a number such as 0.3 or 8/255; got {text!r}") from None
+
+
+def attack(
+    name: Annotated[str, typer.Argument(help="attack name (`bastion list attacks`)")],
+    params: Annotated[
+        list[str] | None, typer.Argument(help="the attack's parameters as key=value", show_default=False)
+    ] = None,
+    checkpoint: CheckpointOpt = None,
+    data: DataOpt = None,
+    model: ModelOpt = None,
+    weights: WeightsOpt = None,
+    mean: MeanOpt = None,
+    std: StdOpt = None,
+    bounds: BoundsOpt = "0,1",
+    logits_key: LogitsKeyOpt = None,
+    n: Annotated[int, typer.Option("--n", help="number of test images to attack (the first n)")] = 500,
+    eps: Annotated[
+        str | None, typer.Option(help="budget, e.g. 0.3 or 8/255 [default: 0.3 / 8/255 L-inf, 2.0 / 0.5 L2]")
+    ] = None,
+    norm: Annotated[str, typer.Option(help="linf or l2")] = "linf",
+    targeted: Annotated[bool, typer.Option(help="aim at a random wrong class per image (seeded)")] = False,
+    max_queries: Annotated[
+        int | None, typer.Option(help="per-image query budget for black-box attacks", show_default=False)
+    ] = None,
+    seed: Annotated[int, typer.Option(help="seeds the attack and the target draw")] = 0,
+    checks: Annotated[bool, typer.Option(help="run the gradient-masking sanity checks")] = True,
+    data_root: DataRootOpt = None,
+    device: DeviceOpt = "auto",
+    json_out: Annotated[Path | None, typer.Option("--json", help="write the result as JSON here")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bar")] = False,
+) -> None:
+    """Attack a model's first N test images; print robust accuracy, norms, queries and warnings."""
+    cls = ATTACKS.get(name)
+    kwargs = parse_params(cls, params or [])
+    if n < 1:
+        raise ConfigError(f"--n must be at least 1; got {n}")
+    loaded = load_victim_and_data(
+        checkpoint=checkpoint,
+        model=model,
+        weights=weights,
+        mean=mean,
+        std=std,
+        bounds=bounds,
+        logits_key=logits_key,
+        data=data,
+        data_root=data_root,
+        device=device,
+    )
+    victim, ds = loaded.victim, loaded.dataset
+    x, y = ds.x_test[:n], ds.y_test[:n]
+    threat = ThreatModel(
+        norm=norm,  # type: ignore[arg-type]
+        eps=_parse_eps(eps, norm, ds.input_shape[0]),
+        targeted=targeted,
+        access=cls.access,
+        max_queries=max_queries,
+    )
+    atk = cls(threat=threat, seed=seed, **kwargs)
+    targets = _random_targets(y, ds.num_classes, seed) if targeted else None
+    with progress_bar(name, quiet=quiet) as progress:
+        result = atk.run(victim, x, y, target_labels=targets, progress=progress)
+        warnings = sanity_checks(atk, result, victim, x, y) if checks else []
+    report = _summary(result, warnings, data=loaded.data, checkpoint=checkpoint, model=model)
+    _print(report)
+    if json_out is not None:
+        write_json(json_out, report)
+
+
+def _random_targets(y: torch.Tensor, k: int, seed: int) -> torch.Tensor:
+    shift = torch.randint(1, k, y.shape, generator=make_generator(seed))
+    return (y + shift) % k
+
+
+def _summary(
+    result: AttackResult, warnings: list[str], *, data: str, checkpoint: Path | None, model: str | None
+) -> dict[str, Any]:
+    d = result.to_dict()
+    d["warnings"] = list(result.warnings) + warnings
+    d["data"] = data
+    d["checkpoint"] = str(checkpoint) if checkpoint is not None else None
+    d["model"] = model
+    return d
+
+
+def _print(d: dict[str, Any]) -> None:
+    t = d["threat"]
+    params = ", ".join(f"{k}={v}" for k, v in d["params"].items())
+    out.print(f"[bold]{d['attack']}[/bold] ({params})", highlight=False)
+    out.print(f"  threat        {t['norm']} eps={t['eps']:.4g}{' targeted' if t['targeted'] else ''}", highlight=False)
+    out.print(f"  images        {d['n']} of {d['data']}", highlight=False)
+    out.print(f"  clean         {d['clean_accuracy']:.2%}", highlight=False)
+    out.print(f"  robust        {d['robust_accuracy']:.2%}", highlight=False)
+    rate = d["success_rate"]
+    out.print(f"  success rate  {'n/a' if rate is None else f'{rate:.2%}'}", highlight=False)
+    l2 = d["l2_median"]
+    out.print(
+        f"  perturbation  linf max {d['linf_max']:.4g}, median l2 {'n/a' if l2 is None else f'{l2:.4g}'}",
+        highlight=False,
+    )
+    if d["queries_max"]:
+        out.print(
+            f"  queries       mean {d['queries_mean']:.1f}, median {d['queries_median']:.0f}, max {d['queries_max']}",
+            highlight=False,
+        )
+    out.print(f"  time          {d['seconds']:.2f} s", highlight=False)
+    for w in d["warnings"]:
+        console.print(f"[yellow]warning:[/yellow] {w}", highlight=False)
