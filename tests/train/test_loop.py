@@ -48,9 +48,11 @@ def test_hooks_transform_loss_and_callbacks(digits: tuple[torch.Tensor, ...]) ->
     x, y, *_ = digits
     seen: list[tuple[bool, int]] = []
 
-    def transform(model: nn.Module, xb: torch.Tensor, yb: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    def transform(
+        model: nn.Module, xb: torch.Tensor, yb: torch.Tensor, gen: torch.Generator, done: float
+    ) -> torch.Tensor:
         model.eval()  # an attack would run in eval mode; the loop must switch back
-        seen.append((model.training, xb.shape[0]))
+        seen.append((done, xb.shape[0]))
         return torch.zeros_like(xb)
 
     modes: list[bool] = []
@@ -75,6 +77,7 @@ def test_hooks_transform_loss_and_callbacks(digits: tuple[torch.Tensor, ...]) ->
     assert len(history.epochs) == 1
     assert history.events == ({"epoch": 1, "steps": 4},)
     assert [n for _, n in seen] == [64, 64, 64, 64]
+    assert [t for t, _ in seen] == [0, 1 / 12, 2 / 12, 3 / 12]  # 4 of 3 x 4 planned steps
     assert all(modes)  # train mode restored for the update
 
 

@@ -24,7 +24,7 @@ def perturbation_norms(x: Tensor, x_adv: Tensor) -> dict[str, Tensor]:
 
 
 def _mean(t: Tensor) -> float:
-    return float(t.float().mean()) if t.numel() else math.nan
+    return float(t.double().mean()) if t.numel() else math.nan
 
 
 def _json_float(v: float) -> float | None:

@@ -1,9 +1,10 @@
 """The one training loop. Adversarial, poisoned or surrogate training are this loop with other hooks.
 
 Hooks:
-    transform: a per-batch input transform `(model, x, y, gen) -> x` (PGD for adversarial training,
-        a trigger for poisoning); it runs after augmentation and may switch the model's mode, which
-        the loop puts back to train mode before the update.
+    transform: a per-batch input transform `(model, x, y, gen, progress) -> x` (PGD for adversarial
+        training, a trigger for poisoning), `progress` the fraction of training done, in [0, 1); it
+        runs after augmentation and may switch the model's mode, which the loop puts back to train
+        mode before the update.
     loss: `(model, x, y) -> scalar` (default: cross-entropy of the logits), e.g. TRADES.
     callbacks: objects with `on_epoch_end(state)`, which may set `state.stop` or record
         `state.events` (a catastrophic-overfitting monitor, say).
@@ -29,7 +30,7 @@ from bastion.train.augment import Augment, augment_batch
 
 __all__ = ["Callback", "EpochRecord", "Hooks", "TrainConfig", "TrainHistory", "TrainState", "accuracy", "fit"]
 
-InputTransform = Callable[[nn.Module, Tensor, Tensor, torch.Generator], Tensor]
+InputTransform = Callable[[nn.Module, Tensor, Tensor, torch.Generator, float], Tensor]
 LossFn = Callable[[nn.Module, Tensor, Tensor], Tensor]
 
 
@@ -186,7 +187,7 @@ def fit(
             idx = order[s]
             x, y = augment_batch(x_train[idx], cfg.augment, gen), y_train[idx]
             if hooks.transform is not None:
-                x = hooks.transform(model, x, y, gen).detach()
+                x = hooks.transform(model, x, y, gen, state.step / total).detach()
                 model.train()
             for group in optimizer.param_groups:
                 group["lr"] = cfg.lr * _lr_factor(cfg.schedule, state.step, total)

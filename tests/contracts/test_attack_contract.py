@@ -1,0 +1,65 @@
+"""One battery over every registered attack (timm's and scikit-learn's trick): a new attack is covered
+the moment it is registered, once it has a line of cheap settings below."""
+
+from typing import Any
+
+import pytest
+import torch
+from torch import nn
+
+import bastion.attacks.evasion  # noqa: F401  (registers the attacks)
+from bastion.core import ATTACKS, ThreatModel, Victim
+from bastion.data import Dataset
+
+# Cheap settings per attack: enough to exercise every code path on 8x8 digits in a second or two.
+CHEAP: dict[str, dict[str, Any]] = {
+    "fgsm": {},
+    "pgd": {"steps": 5},
+    "apgd-ce": {"steps": 10},
+    "apgd-dlr": {"steps": 10},
+    "apgd-t": {"steps": 5, "n_target_classes": 3},
+    "fab-t": {"steps": 5, "n_target_classes": 3},
+    "square": {"n_queries": 60},
+    "autoattack": {"square_queries": 60},
+}
+N = 24
+
+
+def test_every_registered_attack_has_cheap_settings() -> None:
+    assert set(CHEAP) == set(ATTACKS.names())
+
+
+def cases() -> list[tuple[str, str, float]]:
+    return [(name, norm, eps) for name in sorted(CHEAP) for norm, eps in (("linf", 0.1), ("l2", 0.8))]
+
+
+@pytest.mark.parametrize(("name", "norm", "eps"), cases())
+def test_contract(name: str, norm: str, eps: float, digits_model: nn.Module, digits_data: Dataset) -> None:
+    before = {k: v.clone() for k, v in digits_model.state_dict().items()}
+    victim = Victim(digits_model, input_shape=(1, 8, 8))
+    x, y = digits_data.x_test[:N], digits_data.y_test[:N]
+    cls = ATTACKS.get(name)
+    budget = 40 if cls.access != "white-box" else None
+    attack = cls(threat=ThreatModel(norm=norm, eps=eps, access=cls.access, max_queries=budget), seed=3, **CHEAP[name])
+    result = attack.run(victim, x, y)
+
+    # inside the ball and the bounds
+    delta = (result.x_adv - x).flatten(1)
+    size = delta.abs().amax(1) if norm == "linf" else delta.norm(dim=1)
+    assert bool((size <= eps * (1 + 2**-23) + 2**-23).all())
+    assert float(result.x_adv.min()) >= 0.0 and float(result.x_adv.max()) <= 1.0
+    # success re-measured on the model
+    assert torch.equal(result.y_adv, victim.predict(result.x_adv))
+    assert torch.equal(result.success, result.y_adv != y)
+    assert result.robust_accuracy <= result.clean_accuracy
+    # query budget never exceeded; white-box attacks spend none
+    assert budget is None or int(result.queries.max()) <= budget
+    # same seed, same numbers
+    again = attack.run(victim, x, y)
+    assert torch.equal(again.x_adv, result.x_adv) and torch.equal(again.queries, result.queries)
+    # the model is neither mutated nor left in train mode
+    assert not digits_model.training
+    assert all(torch.equal(before[k], v) for k, v in digits_model.state_dict().items())
+    # the record is plain JSON
+    d = result.to_dict()
+    assert d["attack"] == name and d["n"] == N and isinstance(d["params"], dict)
