@@ -10,6 +10,7 @@ with the paper's default (see `bastion.core.params`); `threat` and `seed` come f
 from __future__ import annotations
 
 import time
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, final
 
@@ -63,7 +64,7 @@ def register_attack(name: str) -> Any:
 
 
 @dataclass(frozen=True, kw_only=True)
-class Attack:
+class Attack(ABC):
     """Base of every evasion attack.
 
     Class attributes a subclass sets:
@@ -93,12 +94,12 @@ class Attack:
         """The hyperparameters as plain JSON types (threat model and seed are recorded separately)."""
         return params_dict(self)
 
+    @abstractmethod
     def _perturb(self, target: Any, x: Tensor, y: Tensor, ctx: RunContext) -> Tensor:
         """Return adversarial inputs (N, C, H, W) for the clean-correct samples (x, y) handed in.
 
         `target` is a `Victim` for white-box attacks and an `Oracle` for the others.
         """
-        raise NotImplementedError
 
     @final
     def perturb(
