@@ -11,15 +11,17 @@ from __future__ import annotations
 
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, final
 
 import torch
 from torch import Tensor
 
+from bastion.attacks._trace import QueryTrace
 from bastion.core.errors import ConfigError, DataError
 from bastion.core.ops import in_ball, project
-from bastion.core.oracle import OutputMode
+from bastion.core.oracle import OutputMode, PostProcessor
 from bastion.core.params import params_dict, validate_params
 from bastion.core.progress import ProgressFn
 from bastion.core.random import make_generator
@@ -42,6 +44,8 @@ class RunContext:
         extra: attack-specific records for the result (plain JSON types).
         warnings: findings that cast doubt on the numbers.
         n_total: the number of samples of the whole run, attacked or not (for records relative to it).
+        trace: query-efficiency records of a black-box attack (None for white-box attacks); the
+            attack reports each adversarial input it finds, `run` turns them into curves.
     """
 
     gen: torch.Generator
@@ -50,6 +54,7 @@ class RunContext:
     extra: dict[str, Any] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     n_total: int = 0
+    trace: QueryTrace | None = None
 
 
 def register_attack(name: str) -> Any:
@@ -125,6 +130,7 @@ class Attack(ABC):
         *,
         target_labels: Tensor | None = None,
         progress: ProgressFn | None = None,
+        postprocess: Sequence[PostProcessor] = (),
     ) -> AttackResult:
         """Attack the batch (x, y) and measure what happened.
 
@@ -137,6 +143,8 @@ class Attack(ABC):
             y: true labels (N,).
             target_labels: (N,) targets, required when the threat model is targeted.
             progress: a callback for progress events.
+            postprocess: output defenses the oracle of a black-box attack applies (ignored by white-box
+                attacks, which see the model itself).
         """
         victim.check_input(x)
         if not isinstance(y, Tensor) or y.dim() != 1 or y.shape[0] != x.shape[0]:
@@ -171,9 +179,16 @@ class Attack(ABC):
             if self.access == "white-box":
                 x_adv[idx] = self._perturb(victim, x[idx], y[idx], ctx).detach()
             else:
-                oracle = victim.oracle(idx.numel(), output=self._oracle_output(), max_queries=self.threat.max_queries)
+                oracle = victim.oracle(
+                    idx.numel(),
+                    output=self._oracle_output(),
+                    postprocess=postprocess,
+                    max_queries=self.threat.max_queries,
+                )
+                ctx.trace = QueryTrace(idx.numel(), self.threat.eps, dev)
                 x_adv[idx] = self._perturb(oracle, x[idx], y[idx], ctx).detach()
                 queries[idx] = oracle.queries
+                ctx.extra.update(ctx.trace.to_extra(idx, x.shape[0], int(queries.max())))
         # the projection is the very last operation on x_adv; the check below is an invariant, not a filter
         x_adv = project(x_adv, x, self.threat.norm, self.threat.eps, self.threat.bounds)
         inside = in_ball(x_adv, x, self.threat.norm, self.threat.eps, self.threat.bounds)

@@ -42,10 +42,10 @@ def _check_run(victim: Victim, x: Tensor, y: Tensor, attack: Square, budget: int
     attacked = r.clean_correct
     assert torch.all(r.queries[~attacked] == 0)
     assert int(r.queries.max()) <= budget
-    first = torch.tensor(r.extra["first_success_query"])
-    assert first.shape[0] == int(attacked.sum())
+    first_all = torch.tensor(r.extra["first_success_query"])
+    assert first_all.shape[0] == x.shape[0] and torch.all(first_all[~attacked] == -1)
     assert all(isinstance(q, int) for q in r.extra["first_success_query"])
-    q = r.queries[attacked]
+    first, q = first_all[attacked], r.queries[attacked]
     assert torch.equal(r.success[attacked], first >= 0)
     assert torch.equal(q[first >= 0], first[first >= 0])  # a fooled sample stops querying at once
     assert torch.all(q[first < 0] == budget)  # the others spend 1 (init) + budget - 1 iterations
@@ -167,7 +167,7 @@ def test_targeted_hits_the_target(digits: tuple[Victim, Tensor, Tensor]) -> None
     r = attack.run(victim, x, y, target_labels=target)
     attacked = r.clean_correct & (target != y)
     assert float((r.y_adv == target)[attacked].float().mean()) >= 0.8
-    first = torch.tensor(r.extra["first_success_query"])
+    first = torch.tensor(r.extra["first_success_query"])[attacked]
     assert torch.equal(r.queries[attacked][first >= 0], first[first >= 0])
 
 
@@ -188,6 +188,19 @@ def test_colour_non_square_images() -> None:
     for norm, eps in [("linf", 0.05), ("l2", 0.3)]:
         r = Square(threat=ThreatModel(norm=norm, eps=eps), n_queries=30).run(victim, x, y)
         assert float((r.linf if norm == "linf" else r.l2).max()) <= eps + TOL
-        first = torch.tensor(r.extra["first_success_query"])
-        assert torch.all(r.queries[first < 0] == 30)
-        assert torch.equal(r.queries[first >= 0], first[first >= 0])
+        attacked = r.clean_correct
+        first = torch.tensor(r.extra["first_success_query"])[attacked]
+        assert torch.all(r.queries[attacked][first < 0] == 30)
+        assert torch.equal(r.queries[attacked][first >= 0], first[first >= 0])
+
+
+def test_query_curve_matches_first_success(digits: tuple[Victim, Tensor, Tensor]) -> None:
+    victim, x, y = digits
+    r = Square(threat=ThreatModel(norm="linf", eps=0.3), n_queries=300).run(victim, x, y)
+    curve = r.extra["query_curve"]
+    first = torch.tensor(r.extra["first_success_query"])[r.clean_correct]
+    assert curve["budgets"][-1] >= int(r.queries.max()) and "median_dist" not in curve
+    for b, rate in zip(curve["budgets"], curve["success_rate"], strict=True):
+        assert rate == pytest.approx(float(((first >= 0) & (first <= b)).float().mean()))
+    assert curve["success_rate"] == sorted(curve["success_rate"])
+    assert curve["success_rate"][-1] == pytest.approx(r.success_rate)

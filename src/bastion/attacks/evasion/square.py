@@ -72,7 +72,6 @@ class _Records:
     x: Tensor
     loss: Tensor
     fooled: Tensor
-    first: Tensor
 
 
 @register_attack("square")
@@ -92,8 +91,9 @@ class Square(Attack):
     not fooled; it leaves the active set on the answer that shows it fooled. A restart's budget is
     `n_queries` or what the threat model's `max_queries` leaves, whichever is smaller, and a sample
     never fooled spends all of it (max-andr/square-attack spends one query more for L2, AutoAttack one
-    more for both norms). The schedule of p is laid over that budget. `extra["first_success_query"]`
-    gives, per attacked sample, the query count at which it was first fooled (-1 if never).
+    more for both norms). The schedule of p is laid over that budget. The result's
+    `extra["first_success_query"]` gives, per sample, the query count at which it was first fooled
+    (-1 if never) and `extra["query_curve"]` the success rate vs queries.
 
     Windows are drawn per image, as in the paper and max-andr/square-attack; AutoAttack's batched
     PyTorch version shares one window (and one sign per channel) across the batch. The transpositions
@@ -132,7 +132,6 @@ class Square(Attack):
             x=x.clone(),
             loss=torch.full((n,), math.inf, device=x.device),
             fooled=torch.zeros(n, dtype=torch.bool, device=x.device),
-            first=torch.full((n,), -1, dtype=torch.long, device=x.device),
         )
         for _ in range(self.n_restarts):
             ids = (~rec.fooled).nonzero().squeeze(1)
@@ -140,7 +139,6 @@ class Square(Attack):
             if budget < 1:
                 break
             self._restart(oracle, x, y, ctx, ids, budget, rec)
-        ctx.extra["first_success_query"] = rec.first.tolist()
         return rec.x
 
     def _scores(self, logits: Tensor, y: Tensor, t: Tensor | None) -> tuple[Tensor, Tensor]:
@@ -170,7 +168,7 @@ class Square(Attack):
         else:  # state: the best input itself
             st["state"] = (st["x"] + eps * _unit(self._l2_init(m, c, h, w, gen))).clamp(lo, hi)
         st["loss"], fooled = self._scores(oracle.query(self._current(st), st["ids"]), st["y"], st.get("t"))
-        st = self._retire(st, fooled, oracle, rec)
+        st = self._retire(st, fooled, oracle, rec, ctx)
         n_iter = budget - 1
         grid = (torch.arange(h, device=x.device), torch.arange(w, device=x.device))
         for i in range(n_iter):
@@ -183,7 +181,7 @@ class Square(Attack):
             st["loss"] = torch.where(better, loss, st["loss"])
             st["state"] = torch.where(better[:, None, None, None], cand, st["state"])
             if bool(fooled.any()):  # the one host sync of an iteration
-                st = self._retire(st, fooled, oracle, rec)
+                st = self._retire(st, fooled, oracle, rec, ctx)
             if (i + 1) % _PROGRESS_EVERY == 0 or i + 1 == n_iter:
                 report(ctx.progress, "square", i + 1, n_iter)
         keep = st["loss"] < rec.loss[st["ids"]]  # samples never fooled keep their lowest-loss input over restarts
@@ -195,12 +193,15 @@ class Square(Attack):
         """The best input so far of each active sample (M, C, H, W)."""
         return torch.where(st["state"], st["xp"], st["xm"]) if "xp" in st else st["state"]
 
-    def _retire(self, st: dict[str, Tensor], fooled: Tensor, oracle: Oracle, rec: _Records) -> dict[str, Tensor]:
+    def _retire(
+        self, st: dict[str, Tensor], fooled: Tensor, oracle: Oracle, rec: _Records, ctx: RunContext
+    ) -> dict[str, Tensor]:
         """Record the fooled samples (their input and query count) and drop them from the active set."""
         done = st["ids"][fooled]
         rec.x[done] = self._current(st)[fooled]
         rec.fooled[done] = True
-        rec.first[done] = oracle.queries[done]
+        if ctx.trace is not None:
+            ctx.trace.adversarial(done, oracle.queries[done])
         return {k: v[~fooled] for k, v in st.items()}
 
     def _l2_init(self, m: int, c: int, h: int, w: int, gen: torch.Generator) -> Tensor:
