@@ -30,7 +30,8 @@ def test_every_registered_attack_has_cheap_settings() -> None:
 
 
 def cases() -> list[tuple[str, str, float]]:
-    return [(name, norm, eps) for name in sorted(CHEAP) for norm, eps in (("linf", 0.1), ("l2", 0.8))]
+    radii = (("linf", 0.1), ("l2", 0.8))
+    return [(name, norm, eps) for name in sorted(CHEAP) for norm, eps in radii if norm in ATTACKS.get(name).norms]
 
 
 @pytest.mark.parametrize(("name", "norm", "eps"), cases())
