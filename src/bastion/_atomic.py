@@ -1,10 +1,10 @@
-"""Atomic file writes: write to a temporary file beside the target, then rename over it.
-
-A reader never sees half a file, and a crash leaves the old file (or none) in place.
+"""File helpers. Atomic writes: write to a temporary file beside the target, then rename over it, so
+a reader never sees half a file and a crash leaves the old file (or none) in place. Content hashes.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -13,7 +13,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_path", "write_json"]
+__all__ = ["atomic_path", "sha256_file", "write_json"]
+
+_CHUNK = 1 << 20
 
 
 @contextmanager
@@ -36,3 +38,12 @@ def write_json(path: str | Path, obj: Any) -> Path:
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(obj, indent=2, allow_nan=False) + "\n")
     return Path(path)
+
+
+def sha256_file(path: str | Path) -> str:
+    """The SHA-256 of a file's bytes, read in chunks."""
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as f:
+        while chunk := f.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()

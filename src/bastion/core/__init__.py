@@ -7,6 +7,7 @@ from bastion.core.errors import (
     DataError,
     ModelError,
     QueryBudgetExceeded,
+    StoreError,
     UnknownNameError,
 )
 from bastion.core.ops import Normalize, batch_slices, resolve_device
@@ -37,6 +38,7 @@ __all__ = [
     "PostProcessor",
     "QueryBudgetExceeded",
     "Registry",
+    "StoreError",
     "ThreatModel",
     "UnknownNameError",
     "Victim",

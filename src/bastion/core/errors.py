@@ -17,6 +17,7 @@ __all__ = [
     "ModelError",
     "QueryBudgetExceeded",
     "UnknownNameError",
+    "StoreError",
     "did_you_mean",
 ]
 
@@ -48,6 +49,10 @@ class CheckpointError(BastionError):
 
 class ModelError(BastionError):
     """A model cannot be built or imported, or its outputs are not usable logits."""
+
+
+class StoreError(BastionError):
+    """The results database cannot be opened or written, or a run asked for does not exist."""
 
 
 class QueryBudgetExceeded(BastionError):

@@ -6,7 +6,7 @@ import random
 
 import torch
 
-__all__ = ["make_generator", "seed_everything"]
+__all__ = ["make_generator", "random_targets", "seed_everything"]
 
 
 def make_generator(seed: int, device: torch.device | str = "cpu") -> torch.Generator:
@@ -24,3 +24,9 @@ def seed_everything(seed: int) -> None:
     """
     random.seed(seed)
     torch.manual_seed(seed)
+
+
+def random_targets(y: torch.Tensor, num_classes: int, seed: int) -> torch.Tensor:
+    """A seeded random wrong class per label (N,): the targets of a targeted evaluation."""
+    shift = torch.randint(1, num_classes, y.shape, generator=make_generator(seed))
+    return (y.cpu() + shift) % num_classes

@@ -23,7 +23,6 @@ nothing more. What it builds is then checked (uint8 data of 3072 columns, intege
 
 from __future__ import annotations
 
-import hashlib
 import http.client
 import io
 import logging
@@ -40,6 +39,7 @@ from typing import Literal
 import numpy as np
 import torch
 
+from bastion._atomic import sha256_file
 from bastion.core.errors import DataError
 from bastion.core.registry import DATASETS
 from bastion.data._dataset import Dataset, fixed_split_dataset, from_uint8
@@ -114,14 +114,6 @@ def default_data_dir() -> Path:
     return Path(env).expanduser() if env else Path.home() / ".cache" / "bastion" / "data"
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _download(url: str, dest: Path, expected: str, name: str) -> None:
     """Fetch `url` to a temporary file beside `dest`, verify it, rename it; OSError when it cannot be fetched."""
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -132,7 +124,7 @@ def _download(url: str, dest: Path, expected: str, name: str) -> None:
         with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=_TIMEOUT_S) as response:
             while chunk := response.read(_CHUNK):
                 out.write(chunk)
-        found = _sha256(tmp)
+        found = sha256_file(tmp)
         if found != expected:
             raise DataError(
                 f"{name}: the download from {url} has SHA-256 {found}, expected {expected}; it was corrupted "
@@ -219,7 +211,7 @@ def _locate(name: str, spec: _Archive, path: Path | None, expected: str) -> Path
                 f"on a machine with network and copy it into {archive.parent}, or pass --data {name}:FOLDER"
             ) from err
         return archive
-    found = _sha256(archive)
+    found = sha256_file(archive)
     if found != expected:
         raise DataError(
             f"{name}: {archive} has SHA-256 {found}, expected {expected}; the file is corrupted or not the "

@@ -1,0 +1,126 @@
+"""Commands over stored runs: `bastion report`, `bastion compare` and the CI gate `bastion check`."""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from bastion.cli._common import out
+from bastion.core.errors import ConfigError, did_you_mean
+from bastion.report import metric_names, metric_value, summarize, write_report
+from bastion.store import DEFAULT_URL, Store
+
+DbOpt = Annotated[
+    str | None,
+    typer.Option("--db", help=f"results database URL (default $BASTION_DB or {DEFAULT_URL})", show_default=False),
+]
+
+
+def open_store(db: str | None) -> Store:
+    """The store at `--db`, else `$BASTION_DB`, else `bastion.db` in the working folder."""
+    return Store(db or os.environ.get("BASTION_DB") or DEFAULT_URL)
+
+
+def report(
+    run_id: Annotated[int, typer.Argument(help="the run's id (printed by `bastion audit`)")],
+    db: DbOpt = None,
+    out_dir: Annotated[
+        Path | None, typer.Option("--out", "-o", help="report folder (default runs/run-ID)", show_default=False)
+    ] = None,
+) -> None:
+    """Write the HTML report and summary.json of a stored run."""
+    folder = out_dir if out_dir is not None else Path("runs") / f"run-{run_id}"
+    with open_store(db) as store:
+        out.print(f"report: {write_report(store, run_id, folder)}", highlight=False)
+
+
+def _fmt(name: str, v: float | None) -> str:
+    if v is None or math.isnan(v):
+        return "–"
+    if name.startswith(("clean_accuracy", "robust_accuracy", "success_rate")):
+        return f"{100 * v:.1f}%"
+    return f"{v:.4g}"
+
+
+def compare(
+    run_a: Annotated[int, typer.Argument(help="the first run's id")],
+    run_b: Annotated[int, typer.Argument(help="the second run's id")],
+    db: DbOpt = None,
+) -> None:
+    """Print two runs' numbers side by side with their differences (B - A)."""
+    with open_store(db) as store:
+        a, b = summarize(store.run(run_a)), summarize(store.run(run_b))
+    table = Table(title=f"run {run_a} ({a['model']['name']}) vs run {run_b} ({b['model']['name']})")
+    for col in ("metric", f"run {run_a}", f"run {run_b}", "B - A"):
+        table.add_column(col, justify="left" if col == "metric" else "right")
+    names_b = set(metric_names(b))
+    shown = 0
+    for name in metric_names(a):
+        if name not in names_b or name.startswith(("seconds.", "queries_mean.", "linf_max.")):
+            continue
+        va, vb = metric_value(a, name), metric_value(b, name)
+        delta = None if va is None or vb is None else vb - va
+        sign = "" if delta is None or delta <= 0 else "+"
+        table.add_row(name, _fmt(name, va), _fmt(name, vb), "–" if delta is None else sign + _fmt(name, delta))
+        shown += 1
+    only = sorted({s["key"] for s in a["scenarios"]} ^ {s["key"] for s in b["scenarios"]})
+    out.print(table)
+    if only:
+        out.print(f"scenarios in one run only: {', '.join(only)}", highlight=False)
+    if shown == 0:
+        out.print("the two runs share no scenario", highlight=False)
+
+
+def _bound(text: str, option: str) -> tuple[str, float]:
+    name, sep, value = text.partition("=")
+    try:
+        if not sep:
+            raise ValueError
+        return name.strip(), float(value)
+    except ValueError:
+        raise ConfigError(f"{option} takes METRIC=NUMBER, e.g. robust_accuracy.pgd=0.8; got {text!r}") from None
+
+
+def check(
+    run_id: Annotated[int, typer.Argument(help="the run's id")],
+    minimum: Annotated[
+        list[str] | None,
+        typer.Option("--min", help="lower bound METRIC=NUMBER, e.g. robust_accuracy.pgd=0.8 (repeatable)"),
+    ] = None,
+    maximum: Annotated[
+        list[str] | None,
+        typer.Option("--max", help="upper bound METRIC=NUMBER, e.g. seconds.autoattack=600 (repeatable)"),
+    ] = None,
+    db: DbOpt = None,
+) -> None:
+    """A CI gate: exit 1 when a stored run's number breaks a bound, 0 when all hold.
+
+    Metrics are `clean_accuracy` and METRIC.SCENARIO, METRIC one of robust_accuracy, success_rate,
+    l2_median, linf_max, queries_mean, queries_median, queries_max, seconds, clean_accuracy.
+    """
+    bounds = [(*_bound(t, "--min"), ">=") for t in minimum or []] + [(*_bound(t, "--max"), "<=") for t in maximum or []]
+    if not bounds:
+        raise ConfigError("give at least one bound: --min METRIC=NUMBER or --max METRIC=NUMBER")
+    with open_store(db) as store:
+        summary = summarize(store.run(run_id))
+    known = metric_names(summary)
+    for name, _, _ in bounds:
+        if name not in known:
+            raise ConfigError(f"run {run_id} has no metric {name!r}.{did_you_mean(name, known)}")
+    failed = 0
+    for name, limit, op in bounds:
+        value = metric_value(summary, name)
+        ok = value is not None and (value >= limit if op == ">=" else value <= limit)
+        failed += not ok
+        out.print(
+            f"{'ok  ' if ok else 'FAIL'} {name} = {_fmt(name, value)} (bound {op} {_fmt(name, limit)})", highlight=False
+        )
+    if failed:
+        out.print(f"{failed} of {len(bounds)} bound(s) failed", highlight=False)
+        raise typer.Exit(1)
+    out.print(f"all {len(bounds)} bound(s) hold", highlight=False)

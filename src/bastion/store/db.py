@@ -1,0 +1,241 @@
+"""`Store`: the results database. A SQLite file by default, any SQLAlchemy URL (PostgreSQL) by choice.
+
+Every write is one transaction: a scenario's result and its artifacts land together or not at all,
+so an audit killed mid-scenario leaves nothing half-written and resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import create_engine, event, select
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import ArgumentError, IntegrityError, NoSuchModuleError, OperationalError, SQLAlchemyError
+from sqlalchemy.orm import Session, selectinload, sessionmaker
+
+from bastion.core.errors import StoreError
+from bastion.store.schema import ArtifactRow, Base, ModelRow, ResultRow, RunRow
+
+__all__ = ["DEFAULT_URL", "Artifact", "RunSpec", "Store"]
+
+DEFAULT_URL = "sqlite:///bastion.db"
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """A file to store with a scenario's result."""
+
+    name: str
+    mime: str
+    data: bytes
+    caption: str = ""
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """The provenance of a new run (see `RunRow`)."""
+
+    identity: str
+    plan_name: str
+    plan_sha256: str
+    plan_text: str
+    data: str
+    split_seed: int
+    seed: int
+    sample_indices: list[int]
+    clean_accuracy: float
+    versions: dict[str, str]
+    device: str
+    host: str
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Store:
+    """The results database at `url` (created with its tables on first use).
+
+    Args:
+        url: a SQLAlchemy URL, e.g. `sqlite:///bastion.db` or `postgresql+psycopg://user@localhost/db`.
+    """
+
+    def __init__(self, url: str = DEFAULT_URL) -> None:
+        self.url = url
+        try:
+            parsed = make_url(url)
+            if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+                Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+            self.engine: Engine = create_engine(parsed)
+            if parsed.get_backend_name() == "sqlite":
+                event.listen(self.engine, "connect", _sqlite_pragmas)
+            Base.metadata.create_all(self.engine)
+        except (ArgumentError, NoSuchModuleError, ValueError) as e:
+            raise StoreError(f"--db {url!r} is not a usable database URL ({_reason(e)})") from None
+        except (OperationalError, SQLAlchemyError, OSError) as e:
+            raise StoreError(f"cannot open the database {_safe(url)}: {_reason(e)}") from None
+        self._session = sessionmaker(self.engine, expire_on_commit=False)
+
+    def close(self) -> None:
+        """Close the pooled connections."""
+        self.engine.dispose()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- writing -----------------------------------------------------------------------------
+    def model(self, sha256: str, name: str, meta: dict[str, Any]) -> int:
+        """The id of the model with this checkpoint hash, recorded now if new."""
+        with self._write() as s:
+            row = s.scalar(select(ModelRow).where(ModelRow.sha256 == sha256))
+            if row is None:
+                row = ModelRow(sha256=sha256, name=name, meta=meta, created_at=_now())
+                s.add(row)
+                s.flush()
+            return row.id
+
+    def open_run(self, model_id: int, spec: RunSpec) -> tuple[int, bool]:
+        """(run id, resumed): the unfinished run with this identity, or a new one."""
+        with self._write() as s:
+            row = s.scalar(
+                select(RunRow)
+                .where(RunRow.identity == spec.identity, RunRow.status == "running")
+                .order_by(RunRow.id.desc())
+            )
+            if row is not None:
+                return row.id, True
+            row = RunRow(
+                identity=spec.identity,
+                status="running",
+                model_id=model_id,
+                plan_name=spec.plan_name,
+                plan_sha256=spec.plan_sha256,
+                plan_text=spec.plan_text,
+                data=spec.data,
+                split_seed=spec.split_seed,
+                seed=spec.seed,
+                sample_indices=spec.sample_indices,
+                clean_accuracy=spec.clean_accuracy,
+                versions=dict(spec.versions),
+                device=spec.device,
+                host=spec.host,
+                started_at=_now(),
+            )
+            s.add(row)
+            s.flush()
+            return row.id, False
+
+    def finished_keys(self, run_id: int) -> set[str]:
+        """The scenarios of a run already stored."""
+        with self._session() as s:
+            return set(s.scalars(select(ResultRow.key).where(ResultRow.run_id == run_id)))
+
+    def add_result(
+        self,
+        run_id: int,
+        *,
+        key: str,
+        position: int,
+        family: str,
+        method: str,
+        spec: dict[str, Any],
+        metrics: dict[str, Any],
+        record: dict[str, Any],
+        warnings: list[str],
+        seconds: float,
+        artifacts: Sequence[Artifact] = (),
+    ) -> None:
+        """Store one finished scenario and its artifacts in a single transaction."""
+        try:
+            with self._write() as s:
+                row = ResultRow(
+                    run_id=run_id,
+                    key=key,
+                    position=position,
+                    family=family,
+                    method=method,
+                    spec=spec,
+                    metrics=metrics,
+                    record=record,
+                    warnings=list(warnings),
+                    seconds=seconds,
+                    created_at=_now(),
+                )
+                row.artifacts = [
+                    ArtifactRow(name=a.name, mime=a.mime, caption=a.caption, data=a.data) for a in artifacts
+                ]
+                s.add(row)
+        except IntegrityError:
+            raise StoreError(f"run {run_id} already holds a result for scenario {key!r}") from None
+
+    def finish_run(self, run_id: int) -> None:
+        with self._write() as s:
+            row = s.get(RunRow, run_id)
+            if row is None:
+                raise StoreError(f"no run {run_id} in {_safe(self.url)}")
+            row.status = "finished"
+            row.ended_at = _now()
+
+    # --- reading -----------------------------------------------------------------------------
+    def run(self, run_id: int) -> RunRow:
+        """A run with its model, results and artifacts loaded (usable after the session closes)."""
+        with self._session() as s:
+            row = s.scalar(
+                select(RunRow)
+                .where(RunRow.id == run_id)
+                .options(
+                    selectinload(RunRow.model),
+                    selectinload(RunRow.results).selectinload(ResultRow.artifacts),
+                )
+            )
+        if row is None:
+            known = self.run_ids()
+            hint = f"; runs stored: {_ranges(known)}" if known else "; the database holds no run yet"
+            raise StoreError(f"no run {run_id} in {_safe(self.url)}{hint}")
+        return row
+
+    def run_ids(self) -> list[int]:
+        with self._session() as s:
+            return list(s.scalars(select(RunRow.id).order_by(RunRow.id)))
+
+    @contextmanager
+    def _write(self) -> Iterator[Session]:
+        """A session that commits when its block ends normally; anything else rolls it back."""
+        with self._session() as s:
+            yield s
+            try:
+                s.commit()
+            except OperationalError as e:
+                raise StoreError(f"cannot write to the database {_safe(self.url)}: {_reason(e)}") from None
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.execute("PRAGMA busy_timeout=10000")
+    cur.close()
+
+
+def _reason(e: Exception) -> str:
+    text = str(getattr(e, "orig", None) or e).strip().splitlines()
+    return text[0] if text else type(e).__name__
+
+
+def _safe(url: str) -> str:
+    """The URL without its password."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return url
+
+
+def _ranges(ids: list[int]) -> str:
+    return ", ".join(str(i) for i in ids[-10:]) + (" ..." if len(ids) > 10 else "")

@@ -1,0 +1,70 @@
+"""Plans: the built-in ones load, `full` covers every registered attack, errors name line and field."""
+
+from pathlib import Path
+
+import pytest
+
+from bastion.audit import builtin_plans, load_plan, parse_plan
+from bastion.core import ATTACKS, ConfigError
+
+
+def test_builtin_plans_load_and_full_covers_every_attack() -> None:
+    assert builtin_plans() == ["full", "quick", "standard"]
+    plans = {name: load_plan(name) for name in builtin_plans()}
+    assert {s.attack for s in plans["full"].scenarios} == set(ATTACKS.names())
+    quick = plans["quick"]
+    assert "pgd" in {s.key for s in quick.scenarios} and quick.n_max == 500
+    for plan in plans.values():
+        keys = [s.key for s in plan.scenarios]
+        assert len(keys) == len(set(keys))
+
+
+def test_eps_lists_expand_and_fractions_parse() -> None:
+    plan = parse_plan("scenarios:\n  - attack: pgd\n    eps: [8/255, 0.1]\n    params: {steps: 7}\n    n: 3\n")
+    assert [s.key for s in plan.scenarios] == ["pgd@0.0313725", "pgd@0.1"]
+    assert plan.scenarios[0].eps == pytest.approx(8 / 255) and plan.scenarios[0].params == {"steps": 7}
+    attack = plan.scenarios[1].build(seed=4)
+    assert attack.threat.eps == 0.1 and attack.steps == 7 and attack.seed == 4  # type: ignore[attr-defined]
+
+
+def test_plan_hash_follows_the_text() -> None:
+    a = parse_plan("scenarios:\n  - attack: fgsm\n")
+    b = parse_plan("scenarios:\n  - attack: fgsm\n    eps: 0.2\n")
+    assert a.sha256 != b.sha256 and a.sha256 == parse_plan("scenarios:\n  - attack: fgsm\n").sha256
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("scenarios: []\n", "line 1: `scenarios` must be a non-empty list"),
+        ("scenarios:\n  - attack: pgdd\n", "line 2: unknown attack 'pgdd'. Did you mean \"pgd\"?"),
+        (
+            "scenarios:\n  - attack: pgd\n    epz: 3\n",
+            "line 3: unknown field 'epz' in scenario 1. Did you mean \"eps\"?",
+        ),
+        ("scenarios:\n  - attack: pgd\n    params: {steps: -1}\n", "line 3: scenario 1: pgd: steps must be >= 1"),
+        ("scenarios:\n  - attack: pgd\n    params: {stepz: 2}\n", "line 3: pgd has no parameter 'stepz'"),
+        ("scenarios:\n  - attack: pgd\n  - attack: pgd\n", "line 3: scenario key 'pgd' is used twice"),
+        ("scenarios:\n  - attack: fgsm\n    eps: [0.1, abc]\n", "line 3: `eps` takes a number >= 0"),
+        ("scenarios:\n  - attack: fgsm\n    n: 0\n", "line 3: `n` must be at least 1"),
+        ("scenarios:\n  - attack: fgsm\n    n: 1\n    n: 2\n", "line 4: field 'n' appears twice"),
+        ("scenarios:\n  - attack: fgsm\n    norm: l0\n", "line 3: fgsm supports the linf and l2 norms"),
+        ("seed: x\nscenarios:\n  - attack: fgsm\n", "line 1: `seed` must be an integer"),
+        ("scenarios: [\n", "line 2: not valid YAML"),
+    ],
+)
+def test_errors_name_the_line_and_the_field(text: str, message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_plan(text, source="mine.yaml")
+    assert str(info.value).startswith("mine.yaml ") and message in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_unknown_plan_and_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"unknown plan 'quik'\. Did you mean \"quick\""):
+        load_plan("quik")
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_plan(tmp_path / "nope.yaml")
+    f = tmp_path / "p.yaml"
+    f.write_text("scenarios:\n  - attack: fgsm\n")
+    assert load_plan(f).name == "p" and load_plan(str(f)).source == str(f)
