@@ -1,4 +1,5 @@
 """Every console and Python example in README.md and docs/ runs (typer's habit: the docs cannot rot).
+Blocks shown as files (```yaml file=my-plan.yaml) are written where the examples can use them.
 
 Each file's examples run in order in one fresh folder, which holds what they refer to: a user's model
 package (`mypackage.nets:build`) with weights, and a small image folder (`shapes/`).
@@ -22,7 +23,8 @@ from bastion.cli.app import app
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
-BLOCK = re.compile(r"```(console|python)\n(.*?)```", re.DOTALL)
+# console and python blocks run; a block whose info string names a file (```yaml file=plan.yaml) is written there
+BLOCK = re.compile(r"```(console|python|\w+ file=\S+)\n(.*?)```", re.DOTALL)
 
 USER_MODEL = """
 from torch import nn
@@ -86,6 +88,9 @@ def test_examples_run(doc: Path, workdir: Path) -> None:
     runner = CliRunner()
     ran = 0
     for kind, body in BLOCK.findall(doc.read_text()):
+        if " file=" in kind:
+            Path(kind.split("file=")[1]).write_text(body)
+            continue
         if kind == "python":
             exec(compile(body, f"{doc.name}:example", "exec"), {"__name__": "__docs__"})
             ran += 1

@@ -1,0 +1,317 @@
+"""What `cgba` and `cgba-h` share: the initial boundary point, the normal-vector estimate in a low-frequency
+DCT subspace, the rotation in the plane of (x_b - x, normal), batched bisections, and the iteration loop.
+
+The two attacks differ only in how they search that plane for a closer boundary point (`_search`).
+Everything is batched: each sample keeps its own boundary point, radius, angle and query count, and
+each step sends the probes of every sample still searching in one oracle query, row i tagged with its
+sample.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import abstractmethod
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import ClassVar
+
+import torch
+from torch import Tensor
+
+from bastion.attacks.base import Attack, RunContext
+from bastion.core.oracle import Oracle
+from bastion.core.params import param
+from bastion.core.progress import report
+from bastion.core.threat import Access, Norm
+
+__all__ = ["CGBAFamily", "Run", "dct_matrix", "low_frequency", "rotate"]
+
+# The reference's constants (Farhamdur/CGBA proposed_attack.py), not hyperparameters of the paper.
+MAX_BISECTION = 100  # straight-segment bisection steps
+MAX_ARC_BISECTION = 101  # semicircle bisection steps (the reference stops once its counter exceeds 100)
+# Elements of one estimation query: above this the rows go to the oracle in several queries (memory only).
+_MAX_QUERY_ELEMENTS = 2**25
+_PHASES = ("init", "estimate", "search", "final")  # where queries go, counted apart (`extra["queries_<phase>"]`)
+
+
+@lru_cache(maxsize=16)
+def _dct_cached(n: int, device: torch.device) -> Tensor:
+    k = torch.arange(n, dtype=torch.float64)[:, None]
+    i = torch.arange(n, dtype=torch.float64)[None, :]
+    d = torch.cos(math.pi * (2 * i + 1) * k / (2 * n)) * math.sqrt(2.0 / n)
+    d[0] /= math.sqrt(2.0)
+    return d.float().to(device)
+
+
+def dct_matrix(n: int, device: torch.device | str = "cpu") -> Tensor:
+    """The orthonormal DCT-II matrix (n, n): `D @ x` is scipy's `dct(x, norm="ortho")`, `D.T @ c` its inverse."""
+    return _dct_cached(n, torch.device(device))
+
+
+def low_frequency(z: Tensor, h: int, w: int) -> Tensor:
+    """Map coefficients z (R, C, h', w') of the top-left h' x w' DCT block to pixels (R, C, h, w) by the
+    orthonormal 2-D inverse DCT (every other coefficient zero)."""
+    dh = dct_matrix(h, z.device)[: z.shape[2]]  # (h', h)
+    dw = dct_matrix(w, z.device)[: z.shape[3]]  # (w', w)
+    return torch.einsum("rcab,ai,bj->rcij", z, dh, dw)
+
+
+def rotate(eta: Tensor, v: Tensor, theta: Tensor, phi: Tensor) -> Tensor:
+    """The unit vectors (M, D) at angle phi from v, turned toward eta, in the plane of (v, eta).
+
+    eta and v are unit vectors (M, D) at angle theta (M,); `eta + mu v` with
+    mu = sin(theta) cos(phi) / sin(phi) - cos(theta) points at angle phi from v (the paper's zeta).
+    A degenerate plane (eta parallel to v) gives v.
+    """
+    mu = torch.sin(theta) * torch.cos(phi) / torch.sin(phi) - torch.cos(theta)
+    z = eta + mu[:, None] * v
+    n = z.norm(dim=1, keepdim=True)
+    ok = (n > 1e-12) & torch.isfinite(n)
+    return torch.where(ok, z / n.clamp(min=1e-12), v)
+
+
+@dataclass
+class Run:
+    """Per-run state of the M samples handed in; rows of every tensor are samples.
+
+    Attributes:
+        x: the clean inputs (M, C, H, W); y their labels, t the targets (or None).
+        xb: the current boundary point of each sample (the adversarial end of its last search).
+        best: the closest adversarial input found so far; best_d its L2 distance (inf: none yet).
+        alive: samples with an adversarial start (the others keep x and send no more queries).
+        spent: queries per phase, (M,) each: `init`, `estimate`, `search`, `final`.
+    """
+
+    oracle: Oracle
+    ctx: RunContext
+    x: Tensor
+    y: Tensor
+    t: Tensor | None
+    xb: Tensor
+    best: Tensor
+    best_d: Tensor
+    alive: Tensor
+    spent: dict[str, Tensor]
+
+
+@dataclass(frozen=True, kw_only=True)
+class CGBAFamily(Attack):
+    """The loop of CGBA and CGBA-H (Reza, Rahmati, Wu, Bouzerdoum, ICCV 2023, arXiv 2308.03163).
+
+    Not registered: `cgba` and `cgba-h` subclass it and implement `_search`. See `bastion.attacks.evasion.cgba`
+    for the algorithm, the defaults and their provenance.
+    """
+
+    access: ClassVar[Access] = "label"
+    norms: ClassVar[tuple[Norm, ...]] = ("l2",)
+    targeted_ok: ClassVar[bool] = True
+
+    n_iter: int = param(93, ge=1, help="iterations: a normal-vector estimate and one boundary search each")
+    n_queries: int = param(20_000, ge=1, help="queries per sample, the start included (max_queries caps it too)")
+    n0: int = param(30, ge=1, help="estimation queries at iteration t (from 0): floor(n0 * sqrt(t + 1))")
+    dim_reduction: float = param(4.0, ge=1, help="f: directions live in the top-left (H/f) x (W/f) DCT frequencies")
+    sigma: float = param(4.5e-5, gt=0, help="scale of the estimation probes x_b + sigma * u, in input units")
+    tol: float = param(2.3e-5, gt=0, help="a bisection stops once its two ends are closer than this (L2)")
+    init_step: float = param(4.5e-3, gt=0, help="untargeted start: try k adds k * init_step * N(0, I) noise")
+    init_tries: int = param(1000, ge=1, help="noise draws per sample before its start is given up")
+
+    # ---------------------------------------------------------------- the loop
+
+    def _perturb(self, oracle: Oracle, x: Tensor, y: Tensor, ctx: RunContext) -> Tensor:
+        m = x.shape[0]
+        inf = torch.full((m,), math.inf, device=x.device)
+        run = Run(
+            oracle=oracle,
+            ctx=ctx,
+            x=x,
+            y=y,
+            t=ctx.target_labels,
+            xb=x.clone(),
+            best=x.clone(),
+            best_d=inf,
+            alive=torch.zeros(m, dtype=torch.bool, device=x.device),
+            spent={k: torch.zeros(m, dtype=torch.long, device=x.device) for k in _PHASES},
+        )
+        self._start(run)
+        iterations = 0
+        for it in range(self.n_iter):
+            ids = self._active(run)
+            if ids.numel() == 0:
+                break
+            ids, eta = self._normal(run, ids, int(self.n0 * math.sqrt(it + 1)))
+            if ids.numel():
+                self._search(run, ids, eta)
+            iterations = it + 1
+            report(ctx.progress, self.name, it + 1, self.n_iter)
+        self._settle(run)
+        spent_total = sum(run.spent.values())
+        assert isinstance(spent_total, Tensor) and torch.equal(spent_total, oracle.queries)  # every query accounted
+        ctx.extra.update({f"queries_{k}": int(v.sum()) for k, v in run.spent.items()})
+        ctx.extra["iterations"] = iterations
+        return run.best
+
+    @abstractmethod
+    def _search(self, run: Run, ids: Tensor, eta: Tensor) -> None:
+        """Search the plane of (x_b - x, eta) of samples `ids` (K,) for a closer boundary point; set `run.xb`.
+
+        eta (K, D) is the estimated normal at x_b, pointing into the adversarial side (not normalised).
+        """
+
+    # ---------------------------------------------------------------- queries and budgets
+
+    def left(self, run: Run, ids: Tensor, reserve: int = 1) -> Tensor:
+        """Queries samples `ids` may still send under the attack's own `n_queries` and the oracle's budget,
+        keeping `reserve` for the final check (`_settle`)."""
+        spent = sum(v[ids] for v in run.spent.values())
+        return torch.minimum(self.n_queries - spent, run.oracle.remaining(ids)) - reserve
+
+    def _active(self, run: Run) -> Tensor:
+        """Samples still attacked: a start was found and the budget is not spent."""
+        ids = run.alive.nonzero().squeeze(1)
+        return ids[self.left(run, ids) > 0]
+
+    def ask(self, run: Run, rows: Tensor, pts: Tensor, phase: str, record: bool = True) -> Tensor:
+        """Query points pts (R, C, H, W), row i for sample rows[i]; whether each is adversarial (R,).
+
+        The caller has checked the budget. With `record`, adversarial points closer than a sample's best
+        become its best and are reported to the trace (rows must then name distinct samples).
+        """
+        labels = run.oracle.query(pts, rows)
+        adv = labels == run.t[rows] if run.t is not None else labels != run.y[rows]
+        run.spent[phase] += torch.bincount(rows, minlength=run.spent[phase].shape[0])
+        if record:
+            dist = (pts - run.x[rows]).flatten(1).norm(dim=1)
+            better = adv & (dist < run.best_d[rows])
+            if bool(better.any()):
+                who = rows[better]
+                run.best[who] = pts[better]
+                run.best_d[who] = dist[better]
+                if run.ctx.trace is not None:
+                    run.ctx.trace.adversarial(who, run.oracle.queries[who], dist[better])
+        return adv
+
+    def _settle(self, run: Run) -> None:
+        """Move each best point out by 2 * tol along its ray from x, kept when one query says it is adversarial.
+
+        A bisection's adversarial end may lie within float32 noise of the boundary, where the label can
+        change with the batch the model evaluates it in (run()'s final check included); 2 * tol more L2 puts
+        it safely inside the adversarial side. The query was reserved by `left`.
+        """
+        ids = torch.isfinite(run.best_d).nonzero().squeeze(1)
+        ids = ids[self.left(run, ids, reserve=0) > 0]
+        if ids.numel() == 0:
+            return
+        x, d = run.x[ids], run.best_d[ids].clamp(min=1e-12)
+        lo, hi = self.threat.bounds
+        pts = (x + (run.best[ids] - x) * (1 + 2 * self.tol / d).view(-1, *([1] * (x.dim() - 1)))).clamp(lo, hi)
+        ok = self.ask(run, ids, pts, "final", record=False)
+        run.best[ids[ok]] = pts[ok]
+
+    # ---------------------------------------------------------------- initialisation
+
+    def _start(self, run: Run) -> None:
+        """A first boundary point per sample: an adversarial start, then bisection on [x, start]."""
+        x, m = run.x, run.x.shape[0]
+        start = x.clone()
+        found = torch.zeros(m, dtype=torch.bool, device=x.device)
+        if run.t is not None:
+            # Targeted (the reference starts from an image of the target class): the nearest image of the batch
+            # whose label is the target, checked with one query.
+            same = run.y[None, :] == run.t[:, None]  # (M, M): image j has sample i's target label
+            dist = torch.cdist(x.flatten(1), x.flatten(1)).masked_fill(~same, math.inf)
+            near_d, near = dist.min(dim=1)
+            ids = (torch.isfinite(near_d) & (self.left(run, torch.arange(m, device=x.device)) > 0)).nonzero()
+            ids = ids.squeeze(1)
+            if ids.numel():
+                adv = self.ask(run, ids, x[near[ids]], "init")
+                start[ids[adv]] = x[near[ids[adv]]]
+                found[ids[adv]] = True
+        self._noise_start(run, start, found)
+        ids = found.nonzero().squeeze(1)
+        if ids.numel() < m:
+            run.ctx.warnings.append(
+                f"{self.name}: {m - ids.numel()} of {m} samples found no adversarial starting point "
+                f"(init_tries={self.init_tries} or the budget ran out); they keep their clean input"
+            )
+        run.alive[ids] = True
+        run.xb[ids] = start[ids]
+        self.bisect(run, ids, x[ids], start[ids], "init")
+
+    def _noise_start(self, run: Run, start: Tensor, found: Tensor) -> None:
+        """Try k = 1, 2, ...: x + k * init_step * N(0, I), clipped, until adversarial (one query per try).
+
+        The noise of every sample is drawn at each try (used or not), so a sample's draws do not depend on
+        when the others stop.
+        """
+        x, gen = run.x, run.ctx.gen
+        lo, hi = self.threat.bounds
+        for k in range(1, self.init_tries + 1):
+            ids = (~found).nonzero().squeeze(1)
+            ids = ids[self.left(run, ids) > 0]
+            if ids.numel() == 0:
+                return
+            noise = torch.randn(x.shape, generator=gen, device=gen.device).to(x.device)
+            pts = (x[ids] + k * self.init_step * noise[ids]).clamp(lo, hi)
+            adv = self.ask(run, ids, pts, "init")
+            start[ids[adv]] = pts[adv]
+            found[ids[adv]] = True
+
+    # ---------------------------------------------------------------- normal vector
+
+    def _normal(self, run: Run, ids: Tensor, q: int) -> tuple[Tensor, Tensor]:
+        """Estimate the normal at x_b of samples `ids` with min(q, budget left) probes each.
+
+        eta = mean_i s_i u_i, s_i = +1 when x_b + sigma u_i is adversarial, else -1; u_i Gaussian in the
+        low-frequency DCT block (no normalisation, as the reference). Returns (ids, eta (K, D)).
+        """
+        x, gen = run.x, run.ctx.gen
+        m, (c, h, w) = x.shape[0], x.shape[1:]
+        f = self.dim_reduction
+        bh, bw = (max(int(h / f), 1), max(int(w / f), 1)) if f > 1 else (h, w)
+        # drawn for every sample (used or not): a sample's directions do not depend on the others' budgets
+        z = torch.randn((m, q, c, bh, bw), generator=gen, device=gen.device).to(x.device)
+        nq = self.left(run, ids).clamp(max=q)  # (K,)
+        use = torch.arange(q, device=x.device)[None, :] < nq[:, None]  # (K, q)
+        rows = ids[:, None].expand(-1, q)[use]  # (R,)
+        coeff = z[ids][use]  # (R, C, bh, bw)
+        u = low_frequency(coeff, h, w) if f > 1 else coeff
+        lo, hi = self.threat.bounds
+        signs = torch.empty(rows.numel(), device=x.device)
+        step = max(_MAX_QUERY_ELEMENTS // max(u[0].numel(), 1), 1)
+        for s in range(0, rows.numel(), step):
+            part = slice(s, s + step)
+            pts = (run.xb[rows[part]] + self.sigma * u[part]).clamp(lo, hi)
+            signs[part] = self.ask(run, rows[part], pts, "estimate", record=False).float() * 2 - 1
+        eta = torch.zeros(m, c * h * w, device=x.device)
+        eta.index_add_(0, rows, signs[:, None] * u.flatten(1))
+        eta = eta[ids] / nq.clamp(min=1)[:, None].float()
+        return ids, eta
+
+    # ---------------------------------------------------------------- bisections
+
+    def geometry(self, run: Run, ids: Tensor, eta: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """(v, eta_hat, theta, R) of samples ids: the unit direction of x_b - x, the unit normal, the angle
+        between them and the distance ||x_b - x||."""
+        diff = (run.xb[ids] - run.x[ids]).flatten(1)
+        r = diff.norm(dim=1)
+        v = diff / r.clamp(min=1e-12)[:, None]
+        eta_hat = eta / eta.norm(dim=1, keepdim=True).clamp(min=1e-12)
+        theta = torch.acos((eta_hat * v).sum(1).clamp(-1.0, 1.0))
+        return v, eta_hat, theta, r
+
+    def bisect(self, run: Run, ids: Tensor, clean: Tensor, adv: Tensor, phase: str) -> None:
+        """Bisect the segments [clean, adv] of samples ids (adv adversarial) until the ends are closer than
+        `tol`, after `MAX_BISECTION` steps, or when the budget ends; x_b becomes the adversarial end."""
+        clean, adv = clean.clone(), adv.clone()
+        going = torch.arange(ids.numel(), device=ids.device)
+        for _ in range(MAX_BISECTION):
+            going = going[self.left(run, ids[going]) > 0]
+            if going.numel() == 0:
+                break
+            mid = (clean[going] + adv[going]) / 2
+            hit = self.ask(run, ids[going], mid, phase)
+            adv[going[hit]] = mid[hit]
+            clean[going[~hit]] = mid[~hit]
+            gap = (adv[going] - clean[going]).flatten(1).norm(dim=1)
+            going = going[gap >= self.tol]
+        run.xb[ids] = adv
