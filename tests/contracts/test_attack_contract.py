@@ -1,6 +1,8 @@
 """One battery over every registered attack (timm's and scikit-learn's trick): a new attack is covered
 the moment it is registered, once it has a line of cheap settings below."""
 
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -11,8 +13,20 @@ import bastion.attacks.evasion  # noqa: F401  (registers the attacks)
 from bastion.core import ATTACKS, ThreatModel, Victim
 from bastion.data import Dataset
 
+
+@dataclass(frozen=True)
+class Fixture:
+    """A cheap setting whose value is the named fixture's (a file an attack needs, made once per session)."""
+
+    name: str
+
+
 # Cheap settings per attack: enough to exercise every code path on 8x8 digits in a second or two.
 CHEAP: dict[str, dict[str, Any]] = {
+    "mi-fgsm": {"steps": 3},
+    "uap": {"max_passes": 1},
+    "fg-uap": {"epochs": 2},
+    "transfer": {"surrogate": Fixture("surrogate_checkpoint"), "base_params": "steps=3"},
     "fgsm": {},
     "pgd": {"steps": 5},
     "apgd-ce": {"steps": 10},
@@ -20,6 +34,13 @@ CHEAP: dict[str, dict[str, Any]] = {
     "apgd-t": {"steps": 5, "n_target_classes": 3},
     "fab-t": {"steps": 5, "n_target_classes": 3},
     "square": {"n_queries": 60},
+    "hsja": {"steps": 2, "init_evals": 10},
+    "cgba": {"n_iter": 2},
+    "cgba-h": {"n_iter": 2},
+    "sign-opt": {"k": 10, "n_init": 10},
+    "simba": {"n_queries": 60},
+    "nes": {"n_samples": 5},
+    "bandits": {"tile_size": 2},
     "autoattack": {"square_queries": 60},
 }
 N = 24
@@ -34,14 +55,23 @@ def cases() -> list[tuple[str, str, float]]:
     return [(name, norm, eps) for name in sorted(CHEAP) for norm, eps in radii if norm in ATTACKS.get(name).norms]
 
 
+@pytest.fixture(scope="module")
+def surrogate_checkpoint(digits_checkpoint: Path) -> str:
+    """The surrogate a transfer attack crafts on: the session's digits checkpoint, as a `surrogate=PATH` value."""
+    return str(digits_checkpoint)
+
+
 @pytest.mark.parametrize(("name", "norm", "eps"), cases())
-def test_contract(name: str, norm: str, eps: float, digits_model: nn.Module, digits_data: Dataset) -> None:
+def test_contract(
+    name: str, norm: str, eps: float, digits_model: nn.Module, digits_data: Dataset, request: pytest.FixtureRequest
+) -> None:
     before = {k: v.clone() for k, v in digits_model.state_dict().items()}
     victim = Victim(digits_model, input_shape=(1, 8, 8))
     x, y = digits_data.x_test[:N], digits_data.y_test[:N]
     cls = ATTACKS.get(name)
     budget = 40 if cls.access != "white-box" else None
-    attack = cls(threat=ThreatModel(norm=norm, eps=eps, access=cls.access, max_queries=budget), seed=3, **CHEAP[name])
+    cheap = {k: request.getfixturevalue(v.name) if isinstance(v, Fixture) else v for k, v in CHEAP[name].items()}
+    attack = cls(threat=ThreatModel(norm=norm, eps=eps, access=cls.access, max_queries=budget), seed=3, **cheap)
     result = attack.run(victim, x, y)
 
     # inside the ball and the bounds

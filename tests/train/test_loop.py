@@ -1,3 +1,5 @@
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -108,3 +110,37 @@ def test_random_crop_translates_images() -> None:
 def test_config_validation(field: str, value: object) -> None:
     with pytest.raises(ConfigError, match=f"training {field}"):
         TrainConfig(**{field: value})  # type: ignore[arg-type]
+
+
+def test_pair_loss_sees_clean_and_transformed_batch_and_callbacks_see_held_out_data(
+    digits: tuple[torch.Tensor, ...],
+) -> None:
+    x, y, xt, yt = digits
+    pairs: list[tuple[bool, bool]] = []
+
+    def pair_loss(
+        model: nn.Module, xc: torch.Tensor, xb: torch.Tensor, yb: torch.Tensor, gen: torch.Generator
+    ) -> torch.Tensor:
+        pairs.append((torch.equal(xc, 1 - xb), isinstance(gen, torch.Generator)))
+        return F.cross_entropy(model(xb), yb)
+
+    seen: list[int] = []
+
+    class HeldOut:
+        def on_epoch_end(self, state: TrainState) -> None:
+            assert state.x_val is not None and state.total_steps == 4
+            seen.append(state.x_val.shape[0])
+
+    history = fit(
+        new_mlp(),
+        x[:128],
+        y[:128],
+        TrainConfig(epochs=2, batch_size=64),
+        x_test=xt,
+        y_test=yt,
+        hooks=Hooks(transform=lambda m, xb, yb, g, d: 1 - xb, pair_loss=pair_loss, callbacks=[HeldOut()]),
+    )
+    assert pairs == [(True, True)] * 4 and seen == [xt.shape[0]] * 2
+    assert all(math.isnan(e.train_accuracy) for e in history.epochs)
+    with pytest.raises(ConfigError, match="a loss or a pair_loss"):
+        Hooks(loss=lambda m, a, b: a.sum(), pair_loss=pair_loss)

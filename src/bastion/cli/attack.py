@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any
 
-import torch
 import typer
 
 from bastion._atomic import write_json
@@ -28,10 +27,11 @@ from bastion.cli._common import (
 )
 from bastion.core.errors import ConfigError
 from bastion.core.params import parse_params
-from bastion.core.random import make_generator
+from bastion.core.random import random_targets
 from bastion.core.registry import ATTACKS
 from bastion.core.results import AttackResult
 from bastion.core.threat import ThreatModel
+from bastion.defenses.postprocess import PostProcess, build_postprocessors
 
 # Default budgets when --eps is not given: the literature's standard radii per image shape.
 _DEFAULT_EPS = {("linf", 1): 0.3, ("linf", 3): 8 / 255, ("l2", 1): 2.0, ("l2", 3): 0.5}
@@ -74,6 +74,15 @@ def attack(
         int | None, typer.Option(help="per-image query budget for black-box attacks", show_default=False)
     ] = None,
     seed: Annotated[int, typer.Option(help="seeds the attack and the target draw")] = 0,
+    defense: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--defense",
+            help="serve the black-box attack through an output post-processor, NAME or NAME:key=value,... "
+            "(`bastion list defenses`); repeat to chain them in order",
+            show_default=False,
+        ),
+    ] = None,
     checks: Annotated[bool, typer.Option(help="run the gradient-masking sanity checks")] = True,
     data_root: DataRootOpt = None,
     device: DeviceOpt = "auto",
@@ -85,6 +94,12 @@ def attack(
     kwargs = parse_params(cls, params or [])
     if n < 1:
         raise ConfigError(f"--n must be at least 1; got {n}")
+    defenses = build_postprocessors(defense or [])
+    if defenses and cls.access == "white-box":
+        raise ConfigError(
+            f"--defense filters what a score or label API serves, but {name} is a white-box attack that uses the "
+            "model's gradients, so it would bypass it; attack through it with a black-box attack (e.g. square)"
+        )
     loaded = load_victim_and_data(
         checkpoint=checkpoint,
         model=model,
@@ -107,25 +122,27 @@ def attack(
         max_queries=max_queries,
     )
     atk = cls(threat=threat, seed=seed, **kwargs)
-    targets = _random_targets(y, ds.num_classes, seed) if targeted else None
+    targets = random_targets(y, ds.num_classes, seed) if targeted else None
     with progress_bar(name, quiet=quiet) as progress:
-        result = atk.run(victim, x, y, target_labels=targets, progress=progress)
+        result = atk.run(victim, x, y, target_labels=targets, progress=progress, postprocess=defenses)
         warnings = sanity_checks(atk, result, victim, x, y) if checks else []
-    report = _summary(result, warnings, data=loaded.data, checkpoint=checkpoint, model=model)
+    report = _summary(result, warnings, data=loaded.data, checkpoint=checkpoint, model=model, defenses=defenses)
     _print(report)
     if json_out is not None:
         write_json(json_out, report)
 
 
-def _random_targets(y: torch.Tensor, k: int, seed: int) -> torch.Tensor:
-    shift = torch.randint(1, k, y.shape, generator=make_generator(seed))
-    return (y + shift) % k
-
-
 def _summary(
-    result: AttackResult, warnings: list[str], *, data: str, checkpoint: Path | None, model: str | None
+    result: AttackResult,
+    warnings: list[str],
+    *,
+    data: str,
+    checkpoint: Path | None,
+    model: str | None,
+    defenses: list[PostProcess],
 ) -> dict[str, Any]:
     d = result.to_dict()
+    d["defenses"] = [p.to_dict() for p in defenses]
     d["warnings"] = list(result.warnings) + warnings
     d["data"] = data
     d["checkpoint"] = str(checkpoint) if checkpoint is not None else None
@@ -138,11 +155,23 @@ def _print(d: dict[str, Any]) -> None:
     params = ", ".join(f"{k}={v}" for k, v in d["params"].items())
     out.print(f"[bold]{d['attack']}[/bold] ({params})", highlight=False)
     out.print(f"  threat        {t['norm']} eps={t['eps']:.4g}{' targeted' if t['targeted'] else ''}", highlight=False)
+    for p in d["defenses"]:
+        args = ", ".join(f"{k}={v}" for k, v in p["params"].items())
+        out.print(f"  defense       {p['name']}{f' ({args})' if args else ''}", highlight=False)
     out.print(f"  images        {d['n']} of {d['data']}", highlight=False)
     out.print(f"  clean         {d['clean_accuracy']:.2%}", highlight=False)
     out.print(f"  robust        {d['robust_accuracy']:.2%}", highlight=False)
     rate = d["success_rate"]
     out.print(f"  success rate  {'n/a' if rate is None else f'{rate:.2%}'}", highlight=False)
+    extra = d["extra"]
+    if extra.get("fooling_rate_heldout") is not None:  # a universal perturbation: the papers' metric
+        out.print(
+            f"  fooling rate  {extra['fooling_rate_heldout']:.2%} on {extra['n_heldout']} held-out images "
+            f"({extra['fooling_rate_fit']:.2%} on the {extra['n_fit']} that fit v)",
+            highlight=False,
+        )
+    if extra.get("surrogate_success_rate") is not None:  # a transfer attack
+        out.print(f"  surrogate     success rate {extra['surrogate_success_rate']:.2%}", highlight=False)
     l2 = d["l2_median"]
     out.print(
         f"  perturbation  linf max {d['linf_max']:.4g}, median l2 {'n/a' if l2 is None else f'{l2:.4g}'}",

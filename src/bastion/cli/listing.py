@@ -1,4 +1,4 @@
-"""`bastion list`: what is registered, generated from the registries."""
+"""`bastion list`: what is registered, generated from the registries (and the built-in audit plans)."""
 
 from __future__ import annotations
 
@@ -10,20 +10,24 @@ import typer
 
 import bastion.attacks.evasion
 import bastion.data
-import bastion.defenses.training
+import bastion.defenses
 import bastion.models  # noqa: F401  (importing the layers registers their entries)
-from bastion.core.registry import ATTACKS, DATASETS, MODELS, RECIPES, Registry
+from bastion.audit import builtin_plans, load_plan
+from bastion.core.registry import ATTACKS, DATASETS, DEFENSES, MODELS, RECIPES, Registry
 
 
 class Kind(StrEnum):
     attacks = "attacks"
+    defenses = "defenses"
     models = "models"
     datasets = "datasets"
     recipes = "recipes"
+    plans = "plans"
 
 
 _REGISTRIES: dict[Kind, Registry] = {
     Kind.attacks: ATTACKS,
+    Kind.defenses: DEFENSES,
     Kind.models: MODELS,
     Kind.datasets: DATASETS,
     Kind.recipes: RECIPES,
@@ -32,7 +36,7 @@ _REGISTRIES: dict[Kind, Registry] = {
 
 def _summary(kind: Kind, name: str, obj: object) -> str:
     """One line: a recipe's summary, a model or attack module's headline, or a loader's docstring headline."""
-    if kind in (Kind.models, Kind.attacks):
+    if kind in (Kind.models, Kind.attacks, Kind.defenses):
         module = inspect.getmodule(obj)
         text = (module.__doc__ if module is not None else None) or ""
     else:
@@ -46,11 +50,17 @@ def list_(
         Kind | None, typer.Argument(help="which registry to show (default: all)", show_default=False)
     ] = None,
 ) -> None:
-    """List the registered models, data sets and training recipes."""
+    """List the attacks, defenses (output post-processors), models, data sets, training recipes and audit plans."""
     kinds = [what] if what is not None else list(Kind)
     for kind in kinds:
-        reg = _REGISTRIES[kind]
         typer.echo(kind.value)
+        if kind is Kind.plans:
+            rows = [(name, (plan := load_plan(name)).description, len(plan.scenarios)) for name in builtin_plans()]
+            width = max(len(name) for name, _, _ in rows)
+            for name, description, count in rows:
+                typer.echo(f"  {name:<{width}}  {count} scenarios. {description}")
+            continue
+        reg = _REGISTRIES[kind]
         width = max(len(n) for n in reg.names())
         for name, obj in reg.items():
             typer.echo(f"  {name:<{width}}  {_summary(kind, name, obj)}")

@@ -67,6 +67,14 @@ def train(
         for e in h.epochs:
             acc = "" if e.test_accuracy is None else f"  test accuracy {e.test_accuracy:.2%}"
             console.print(f"  epoch {e.epoch:>3}  loss {e.train_loss:.4f}{acc}  {e.seconds:.1f} s", highlight=False)
+    for event in h.events:
+        if event.get("event") == "catastrophic-overfitting":
+            console.print(
+                f"  warning: catastrophic overfitting at epoch {event['epoch']}: held-out PGD accuracy "
+                f"{event['pgd_accuracy_before']:.1%} -> {event['pgd_accuracy_after']:.1%}; training stopped and "
+                f"the weights of epoch {event['restored_epoch']} restored",
+                highlight=False,
+            )
     acc = result.meta.clean_accuracy
     out.print(
         f"{model} on {data} ({recipe}): test accuracy {acc:.2%} after {len(h.epochs)} epochs in {h.seconds:.1f} s"

@@ -16,8 +16,8 @@ __all__ = [
     "DataError",
     "ModelError",
     "QueryBudgetExceeded",
-    "UnknownNameError",
     "StoreError",
+    "UnknownNameError",
     "did_you_mean",
 ]
 

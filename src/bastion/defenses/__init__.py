@@ -1,3 +1,4 @@
-"""bastion.defenses: adversarial-training recipes (and, as they land, output filters, certification, detectors)."""
+"""bastion.defenses: adversarial-training recipes, output post-processors (later: certification, detectors)."""
 
+import bastion.defenses.postprocess  # registers the output post-processors
 import bastion.defenses.training  # noqa: F401  (registers the recipes)

@@ -87,11 +87,16 @@ class CheckpointMeta:
         known = set(cls.__dataclass_fields__)
         try:
             return cls(
-                **{k: v for k, v in d.items() if k in known and k not in ("input_shape", "mean", "std", "bounds")},
+                **{
+                    k: v
+                    for k, v in d.items()
+                    if k in known and k not in ("input_shape", "mean", "std", "bounds", "events")
+                },
                 input_shape=tuple(d["input_shape"]),
                 mean=tuple(d["mean"]),
                 std=tuple(d["std"]),
                 bounds=tuple(d.get("bounds", (0.0, 1.0))),
+                events=tuple(d.get("events", ())),  # absent from checkpoints saved before events existed
             )
         except (KeyError, TypeError) as e:
             raise CheckpointError(f"{source}: metadata is incomplete ({e}); re-save the checkpoint") from None

@@ -5,9 +5,12 @@ Hooks:
         training, a trigger for poisoning), `progress` the fraction of training done, in [0, 1); it
         runs after augmentation and may switch the model's mode, which the loop puts back to train
         mode before the update.
-    loss: `(model, x, y) -> scalar` (default: cross-entropy of the logits), e.g. TRADES.
+    loss: `(model, x, y) -> scalar` (default: cross-entropy of the logits).
+    pair_loss: `(model, x_clean, x, y, gen) -> scalar`, used instead of `loss` by objectives that need
+        the clean batch beside the transformed one and a random draw (TRADES, GradAlign).
     callbacks: objects with `on_epoch_end(state)`, which may set `state.stop` or record
-        `state.events` (a catastrophic-overfitting monitor, say).
+        `state.events` (a catastrophic-overfitting monitor, say); `state.x_val`/`state.y_val` are the
+        held-out data `fit` evaluates on and `state.progress` the caller's progress listener.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ __all__ = ["Callback", "EpochRecord", "Hooks", "TrainConfig", "TrainHistory", "T
 
 InputTransform = Callable[[nn.Module, Tensor, Tensor, torch.Generator, float], Tensor]
 LossFn = Callable[[nn.Module, Tensor, Tensor], Tensor]
+PairLossFn = Callable[[nn.Module, Tensor, Tensor, Tensor, torch.Generator], Tensor]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -85,7 +89,12 @@ class Callback(Protocol):
 class Hooks:
     transform: InputTransform | None = None
     loss: LossFn | None = None
+    pair_loss: PairLossFn | None = None
     callbacks: Sequence[Callback] = ()
+
+    def __post_init__(self) -> None:
+        if self.loss is not None and self.pair_loss is not None:
+            raise ConfigError("training hooks take a loss or a pair_loss, not both; drop one of them")
 
 
 @dataclass(frozen=True)
@@ -105,6 +114,10 @@ class TrainState:
     optimizer: torch.optim.Optimizer
     epoch: int = 0
     step: int = 0
+    total_steps: int = 0
+    x_val: Tensor | None = None
+    y_val: Tensor | None = None
+    progress: ProgressFn | None = None
     history: list[EpochRecord] = field(default_factory=list)
     events: list[dict[str, Any]] = field(default_factory=list)
     stop: bool = False
@@ -172,10 +185,12 @@ def fit(
     x_train, y_train = x_train.to(device), y_train.to(device)
     gen = make_generator(cfg.seed, device)
     optimizer = _optimizer(model, cfg)
-    state = TrainState(model=model, optimizer=optimizer)
     n = x_train.shape[0]
     steps_per_epoch = math.ceil(n / cfg.batch_size)
     total = steps_per_epoch * cfg.epochs
+    state = TrainState(
+        model=model, optimizer=optimizer, total_steps=total, x_val=x_test, y_val=y_test, progress=progress
+    )
     start = time.perf_counter()
     for epoch in range(1, cfg.epochs + 1):
         state.epoch = epoch
@@ -185,13 +200,16 @@ def fit(
         order = torch.randperm(n, generator=gen, device=device)
         for s in batch_slices(n, cfg.batch_size):
             idx = order[s]
-            x, y = augment_batch(x_train[idx], cfg.augment, gen), y_train[idx]
+            x_clean, y = augment_batch(x_train[idx], cfg.augment, gen), y_train[idx]
+            x = x_clean
             if hooks.transform is not None:
-                x = hooks.transform(model, x, y, gen, state.step / total).detach()
+                x = hooks.transform(model, x_clean, y, gen, state.step / total).detach()
                 model.train()
             for group in optimizer.param_groups:
                 group["lr"] = cfg.lr * _lr_factor(cfg.schedule, state.step, total)
-            if hooks.loss is not None:
+            if hooks.pair_loss is not None:
+                loss = hooks.pair_loss(model, x_clean, x, y, gen)
+            elif hooks.loss is not None:
                 loss = hooks.loss(model, x, y)
             else:
                 logits = model(x)
@@ -209,7 +227,7 @@ def fit(
         record = EpochRecord(
             epoch=epoch,
             train_loss=loss_sum / n,
-            train_accuracy=correct / n if hooks.loss is None else math.nan,
+            train_accuracy=correct / n if hooks.loss is None and hooks.pair_loss is None else math.nan,
             test_accuracy=test_acc,
             seconds=time.perf_counter() - t0,
         )
