@@ -45,6 +45,7 @@ import bastion.attacks.evasion  # noqa: F401  (registers the attacks)
 from _peer_adapters import peer_status
 from bastion._atomic import write_json
 from bastion.core import ATTACKS, ThreatModel, UnknownNameError, Victim
+from bastion.core.params import parse_params
 from bastion.data import load_dataset
 from bastion.models import load_checkpoint
 from evasion_peers import checkpoint, provenance, seed_all
@@ -220,7 +221,11 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--budgets", default=None, help="comma-separated query budgets (250,500,1000)")
     p.add_argument("--score-eps", type=float, default=2.0, help="L2 eps of Square and SimBA")
     p.add_argument("--peers", default="art,foolbox,foolbox-single", help="art, foolbox, foolbox-single")
-    p.add_argument("--others", default="cgba,cgba-h,square,simba", help="bastion attacks beside HSJA")
+    p.add_argument(
+        "--others",
+        default="cgba,cgba-h,cgba:dim_reduction=2,cgba-h:dim_reduction=2,square,simba",
+        help="bastion attacks beside HSJA, each NAME or NAME:key=value+key=value",
+    )
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quick", action="store_true", help="smoke run: 8 images, budgets 50,100,250")
@@ -287,9 +292,12 @@ def main() -> None:
         print(f"{label} ...", flush=True)
         rec = Recorder(model, x, y, stop_at=max(b)).eval()
         done(label, run_peer(label, make(rec), rec, x, y, single, args))
-    for name in args.others:
-        print(f"bastion {name} ...", flush=True)
-        done(f"bastion {name}", run_bastion(name, victim, x, y, args))
+    for spec in args.others:  # NAME or NAME:key=value+key=value
+        name, _, settings = spec.partition(":")
+        kw = parse_params(ATTACKS.get(name), settings.split("+")) if settings else {}
+        label = f"bastion {name}" + (f" ({settings})" if settings else "")
+        print(f"{label} ...", flush=True)
+        done(label, run_bastion(name, victim, x, y, args, **kw))
     report["floor_seconds"] = floor_seconds(model, x, max(b))
     print(f"floor: {report['floor_seconds']:.1f} s of bare forward passes for {x.shape[0]} x {max(b)} queries")
 

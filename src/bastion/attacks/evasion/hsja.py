@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import math
 from dataclasses import dataclass, field
 from typing import ClassVar
@@ -11,37 +10,20 @@ import torch
 from torch import Tensor
 
 from bastion.attacks.base import Attack, RunContext, register_attack
+from bastion.attacks.evasion._decision import checked_pool, sample_generators
 from bastion.attacks.evasion._estimation import query_room
 from bastion.attacks.evasion._gradient import normalize_l2
-from bastion.core.errors import DataError
 from bastion.core.ops import lp_norms
 from bastion.core.oracle import Oracle
 from bastion.core.params import param
 from bastion.core.progress import report
 from bastion.core.threat import Access, Norm
 
-__all__ = ["HSJA", "sample_generators"]
+__all__ = ["HSJA"]
 
 _INIT_BLEND_TOL = 1e-3  # the reference's bracket on the blend weight of the starting noise
 _PROBE_FLOATS = 2**23  # probe values held at once by the gradient estimate (32 MiB in float32)
 _UNLIMITED = torch.iinfo(torch.long).max // 2  # `n_queries=None`: no cap of the attack's own
-
-
-def sample_generators(x: Tensor, gen: torch.Generator) -> list[torch.Generator]:
-    """One generator per sample, seeded by one draw of `gen` and the sample's own pixels.
-
-    A sample's random draws then depend on the run's seed and on that sample only, never on its position
-    in the batch or on the other samples attacked with it.
-    """
-    root = int(torch.randint(0, 2**62, (1,), generator=gen, device=gen.device).item())
-    key = root.to_bytes(8, "little")
-    gens = []
-    for row in x.detach().to("cpu", torch.float32).contiguous():
-        digest = hashlib.blake2b(row.numpy().tobytes(), digest_size=8, key=key).digest()
-        g = torch.Generator(device=x.device)
-        g.manual_seed(int.from_bytes(digest, "little") >> 1)
-        gens.append(g)
-    return gens
 
 
 @dataclass
@@ -122,7 +104,7 @@ class HSJA(Attack):
     def _perturb(self, oracle: Oracle, x: Tensor, y: Tensor, ctx: RunContext) -> Tensor:
         n, d = x.shape[0], x[0].numel()
         lab = y if ctx.target_labels is None else ctx.target_labels
-        pool = self._pool(x)
+        pool = checked_pool(self.name, self.init_pool, x, self.threat.bounds)
         gens = sample_generators(x, ctx.gen)
         best = _Best(x=x.clone(), dist=torch.full((n,), math.inf, device=x.device))
         run = _Run(self, oracle, ctx, x, lab, best)
@@ -166,19 +148,6 @@ class HSJA(Attack):
             cur, dist, dist_post = run.to_boundary(ids, stepped[moved], theta)
             report(ctx.progress, "hsja", t, self.steps)
         return best.x
-
-    def _pool(self, x: Tensor) -> Tensor | None:
-        """`init_pool` checked against the inputs, on their device."""
-        pool = self.init_pool
-        if pool is None:
-            return None
-        if not isinstance(pool, Tensor) or pool.dim() != x.dim() or pool.shape[1:] != x.shape[1:]:
-            got = tuple(pool.shape) if isinstance(pool, Tensor) else type(pool).__name__
-            raise DataError(f"hsja: init_pool must be images (P, {', '.join(map(str, x.shape[1:]))}); got {got}")
-        lo, hi = self.threat.bounds
-        if pool.numel() and (float(pool.min()) < lo or float(pool.max()) > hi):
-            raise DataError(f"hsja: init_pool values must lie in the bounds [{lo}, {hi}]")
-        return pool.to(x.device, x.dtype)
 
 
 class _Run:

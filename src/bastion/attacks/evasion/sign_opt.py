@@ -10,10 +10,9 @@ import torch
 from torch import Tensor
 
 from bastion.attacks.base import Attack, RunContext, register_attack
+from bastion.attacks.evasion._decision import checked_pool, sample_generators
 from bastion.attacks.evasion._estimation import query_room
 from bastion.attacks.evasion._gradient import normalize_l2
-from bastion.attacks.evasion.hsja import sample_generators
-from bastion.core.errors import DataError
 from bastion.core.oracle import Oracle, OutputMode
 from bastion.core.params import param
 from bastion.core.progress import report
@@ -149,7 +148,7 @@ class SignOPT(Attack):
     with no start keeps its clean input and a warning says so.
 
     Batching. Each sample keeps its own theta, g, alpha, beta, iteration count, budget and random
-    generator (`hsja.sample_generators`: its draws depend on the seed and its own pixels, not on the
+    generator (`_decision.sample_generators`: its draws depend on the seed and its own pixels, not on the
     batch); every search step sends one row per sample still searching in one oracle query, and a
     gradient estimate sends all its probes in one query (in chunks beyond 2^25 values). Every probe
     is clipped to the bounds and counted.
@@ -233,19 +232,6 @@ class SignOPT(Attack):
         if ctx.trace is not None:
             ctx.trace.adversarial(b, probe.oracle.queries[b], dist[better])
 
-    def _pool(self, x: Tensor) -> Tensor:
-        """The targeted start's candidate images: `init_pool`, checked, or the batch's own inputs."""
-        pool = self.init_pool
-        if pool is None:
-            return x
-        if not isinstance(pool, Tensor) or pool.dim() != x.dim() or pool.shape[1:] != x.shape[1:]:
-            got = tuple(pool.shape) if isinstance(pool, Tensor) else type(pool).__name__
-            raise DataError(f"sign-opt: init_pool must be images (P, {', '.join(map(str, x.shape[1:]))}); got {got}")
-        lo, hi = self.threat.bounds
-        if pool.numel() and (float(pool.min()) < lo or float(pool.max()) > hi):
-            raise DataError(f"sign-opt: init_pool values must lie in the bounds [{lo}, {hi}]")
-        return pool.to(x.device, x.dtype)
-
     def _start(self, probe: _Probe, st: _State, ctx: RunContext, gens: list[torch.Generator]) -> None:
         """The best of the candidate directions, each bisected when it can beat the best so far.
 
@@ -259,7 +245,8 @@ class SignOPT(Attack):
         from_pool = ctx.target_labels is not None or self.init_pool is not None
         pool, order, scan = x, torch.empty(0), self.n_init
         if from_pool:
-            pool = self._pool(x)
+            pool = checked_pool(self.name, self.init_pool, x, self.threat.bounds)
+            pool = x if pool is None else pool
             p = pool.shape[0]
             keys = torch.stack([torch.rand(p, generator=g, device=x.device) for g in gens]) if n else torch.empty(0, p)
             if self.init_pool is None:
