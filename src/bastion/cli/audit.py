@@ -33,7 +33,7 @@ from bastion.cli._common import (
 )
 from bastion.cli.runs import DbOpt, open_store
 from bastion.core.progress import ProgressEvent, ProgressFn
-from bastion.report import summarize, write_report
+from bastion.report import write_report
 from bastion.train import train_checkpoint
 
 
@@ -86,8 +86,7 @@ def audit(
         with _display(quiet) as (on_scenario, progress):
             outcome = run_audit(target, the_plan, store, on_scenario=on_scenario, progress=progress)
         folder = out_dir if out_dir is not None else Path("runs") / f"run-{outcome.run_id}"
-        html = write_report(store, outcome.run_id, folder)
-        summary = summarize(store.run(outcome.run_id))
+        html, summary = write_report(store, outcome.run_id, folder)
         url = store.url
     if outcome.resumed:
         console.print(

@@ -36,7 +36,8 @@ def report(
     """Write the HTML report and summary.json of a stored run."""
     folder = out_dir if out_dir is not None else Path("runs") / f"run-{run_id}"
     with open_store(db) as store:
-        out.print(f"report: {write_report(store, run_id, folder)}", highlight=False)
+        html, _ = write_report(store, run_id, folder)
+    out.print(f"report: {html}", highlight=False)
 
 
 def _fmt(name: str, v: float | None) -> str:

@@ -97,8 +97,9 @@ def render(run: RunRow, summary: dict[str, Any] | None = None) -> str:
     )
 
 
-def write_report(store: Store, run_id: int, out: str | Path) -> Path:
-    """Write `report.html` and `summary.json` of run `run_id` into folder `out` (atomically); return the HTML path."""
+def write_report(store: Store, run_id: int, out: str | Path) -> tuple[Path, dict[str, Any]]:
+    """Write `report.html` and `summary.json` of run `run_id` into folder `out` (atomically); return the
+    HTML file's path and the summary."""
     run = store.run(run_id)
     summary = summarize(run)
     folder = Path(out)
@@ -107,4 +108,4 @@ def write_report(store: Store, run_id: int, out: str | Path) -> Path:
     with atomic_path(path) as tmp:
         tmp.write_text(html, encoding="utf-8")
     write_json(folder / "summary.json", summary)
-    return path
+    return path, summary

@@ -198,7 +198,7 @@ class Store:
             )
         if row is None:
             known = self.run_ids()
-            hint = f"; runs stored: {_ranges(known)}" if known else "; the database holds no run yet"
+            hint = f"; runs stored: {_recent(known)}" if known else "; the database holds no run yet"
             raise StoreError(f"no run {run_id} in {_safe(self.url)}{hint}")
         return row
 
@@ -237,5 +237,5 @@ def _safe(url: str) -> str:
         return url
 
 
-def _ranges(ids: list[int]) -> str:
+def _recent(ids: list[int]) -> str:
     return ", ".join(str(i) for i in ids[-10:]) + (" ..." if len(ids) > 10 else "")

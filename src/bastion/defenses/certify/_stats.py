@@ -73,7 +73,7 @@ def _log_beta(a: Tensor, b: Tensor) -> Tensor:
 def _betainc(a: Tensor, b: Tensor, x: Tensor, log_beta: Tensor) -> Tensor:
     """I_x(a, b) for valid float64 inputs of one shape, with log B(a, b) precomputed."""
     inner = (x > 0) & (x < 1)
-    xs = torch.where(inner, x, torch.full_like(x, 0.5))  # placeholder where the answer is 0 or 1
+    xs = torch.where(inner, x, torch.full_like(x, 0.5))  # a finite stand-in at 0 and 1, answered exactly below
     swap = xs > (a + 1.0) / (a + b + 2.0)
     aa, bb, xx = torch.where(swap, b, a), torch.where(swap, a, b), torch.where(swap, 1.0 - xs, xs)
     log_front = aa * torch.log(xx) + bb * torch.log1p(-xx) - log_beta  # B(a, b) = B(b, a)
@@ -141,7 +141,7 @@ def clopper_pearson_lower(successes: Tensor, trials: Tensor | int, alpha: float)
     if bool(((k < 0) | (k > n) | (n < 1)).any()):
         raise ConfigError("successes must lie in [0, trials] and trials must be at least 1")
     positive = k > 0
-    a = torch.where(positive, k, torch.ones_like(k))  # placeholder where the bound is 0
+    a = torch.where(positive, k, torch.ones_like(k))  # a valid stand-in where k = 0; the bound there is 0
     bound = betainc_inv(a, n - a + 1.0, torch.full_like(k, alpha))
     return torch.where(positive, bound, torch.zeros_like(bound))
 
