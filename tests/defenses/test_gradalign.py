@@ -18,7 +18,8 @@ from bastion.train import TrainConfig, train_checkpoint
 
 def test_registered_with_per_shape_defaults() -> None:
     assert RECIPES.get("gradalign") is GradAlign
-    assert GradAlign().settings((1, 28, 28)) == {"eps": 0.3, "alpha": 0.375, "lam": 0.2}
+    assert GradAlign().settings((1, 28, 28)) == {"eps": 0.3, "alpha": 0.375, "lam": 1.0}
+    assert GradAlign().config((1, 28, 28)).lr == 0.02  # the measured mnist5k setting, not Wong et al.'s 5e-3
     colour = GradAlign().settings((3, 32, 32))
     assert colour["eps"] == 8 / 255 and abs(colour["lam"] - 0.2) < 1e-12  # the reference's 8/255 value
     assert abs(gradalign_lambda(16 / 255) - 2.0) < 1e-12 and abs(gradalign_lambda(4 / 255) - 0.063) < 1e-3

@@ -64,13 +64,15 @@ class AAA(PostProcess):
 
     Numbers: the paper reports 80.59% robust accuracy for the RobustBench `Standard` WRN-28-10 on
     CIFAR-10 under Square (L-inf 8/255, 2,500 queries), clean accuracy unchanged. Measured by
-    `benchmarks/defenses.py` on the `standard` `small_cnn` / `mnist5k` model (first 200 test images,
-    L-inf 0.3, Square with p_init 0.8 and 1,000 queries): labels identical to the model's on all 1,000
-    test images; Square robust accuracy 0.0% undefended, 49.5% through AAA (42.0% with the fitted
-    T = 1.205); PGD-40 0.0% either way. 15-bin ECE 2.05% undefended, 3.71% through AAA, 2.55% with the
-    fitted T (first 500 images: Square 0.0% -> 41.8%, ECE 1.19% -> 3.89%, 3.81% with T = 0.870): a
-    small-margin sample is served a margin near `interval`, hence a confident score, which the
-    confidence term cannot undo, so on a model that is already well calibrated AAA raises the ECE.
+    `benchmarks/defenses.py` on `small_cnn` / `mnist5k` (first 200 test images, L-inf 0.3, Square
+    with p_init 0.8 and 1,000 queries; docs/defenses.md): labels identical to the model's on all
+    1,000 test images; Square robust accuracy 0.0% undefended, 49.5% through AAA (`standard` model)
+    and 71.0% (an over-confident model); PGD-40 0.0% either way. Calibration does not improve there:
+    15-bin ECE with the temperature cross-fitted through AAA 3.39% against 0.49% undefended on the
+    well-calibrated `standard` model, 1.59% against 1.58% on the over-confident one. The served
+    confidence is bounded by the served margin, so an image served a margin far from its own gets a
+    confidence no temperature can undo; the paper's gain needs a model whose own miscalibration is
+    larger than that distortion.
     """
 
     keeps_label: ClassVar[bool] = True
