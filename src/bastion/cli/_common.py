@@ -59,6 +59,8 @@ DataRootOpt = Annotated[
     Path | None, typer.Option(help="folder holding downloaded data sets (default $BASTION_DATA)", show_default=False)
 ]
 DeviceOpt = Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N")]
+JsonOpt = Annotated[Path | None, typer.Option("--json", help="write the result as JSON here")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="no progress display")]
 
 
 def parse_floats(text: str | None, option: str) -> list[float] | None:

@@ -15,9 +15,11 @@ from bastion.cli._common import (
     DataOpt,
     DataRootOpt,
     DeviceOpt,
+    JsonOpt,
     LogitsKeyOpt,
     MeanOpt,
     ModelOpt,
+    QuietOpt,
     StdOpt,
     WeightsOpt,
     console,
@@ -86,8 +88,8 @@ def attack(
     checks: Annotated[bool, typer.Option(help="run the gradient-masking sanity checks")] = True,
     data_root: DataRootOpt = None,
     device: DeviceOpt = "auto",
-    json_out: Annotated[Path | None, typer.Option("--json", help="write the result as JSON here")] = None,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bar")] = False,
+    json_out: JsonOpt = None,
+    quiet: QuietOpt = False,
 ) -> None:
     """Attack a model's first N test images; print robust accuracy, norms, queries and warnings."""
     cls = ATTACKS.get(name)

@@ -24,6 +24,7 @@ from bastion.cli._common import (
     LogitsKeyOpt,
     MeanOpt,
     ModelOpt,
+    QuietOpt,
     StdOpt,
     WeightsOpt,
     console,
@@ -62,7 +63,7 @@ def audit(
     logits_key: LogitsKeyOpt = None,
     data_root: DataRootOpt = None,
     device: DeviceOpt = "auto",
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress display")] = False,
+    quiet: QuietOpt = False,
 ) -> None:
     """Audit a model: run a plan's scenarios, store each result, write an HTML report.
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -15,9 +14,11 @@ from bastion.cli._common import (
     DataOpt,
     DataRootOpt,
     DeviceOpt,
+    JsonOpt,
     LogitsKeyOpt,
     MeanOpt,
     ModelOpt,
+    QuietOpt,
     StdOpt,
     WeightsOpt,
     load_victim_and_data,
@@ -77,8 +78,8 @@ def certify(
     seed: Annotated[int, typer.Option(help="seeds the noise: same seed, same certificates")] = 0,
     data_root: DataRootOpt = None,
     device: DeviceOpt = "auto",
-    json_out: Annotated[Path | None, typer.Option("--json", help="write the result as JSON here")] = None,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bar")] = False,
+    json_out: JsonOpt = None,
+    quiet: QuietOpt = False,
 ) -> None:
     """Certify a model's first N test images by randomized smoothing (Cohen et al., ICML 2019)."""
     radius_list = _radii(radii)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -14,6 +13,7 @@ from bastion.cli._common import (
     DataOpt,
     DataRootOpt,
     DeviceOpt,
+    JsonOpt,
     LogitsKeyOpt,
     MeanOpt,
     ModelOpt,
@@ -36,7 +36,7 @@ def eval_(
     split_seed: Annotated[int | None, typer.Option(help="split seed (default: the checkpoint's)")] = None,
     data_root: DataRootOpt = None,
     device: DeviceOpt = "auto",
-    json_out: Annotated[Path | None, typer.Option("--json", help="write the result as JSON here")] = None,
+    json_out: JsonOpt = None,
 ) -> None:
     """Measure a model's clean accuracy on the test split of a data set."""
     loaded = load_victim_and_data(

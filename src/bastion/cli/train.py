@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 import bastion.defenses  # noqa: F401  (registers the adversarial-training recipes)
-from bastion.cli._common import DataRootOpt, DeviceOpt, console, out, progress_bar
+from bastion.cli._common import DataRootOpt, DeviceOpt, QuietOpt, console, out, progress_bar
 from bastion.core.params import parse_params
 from bastion.core.registry import RECIPES
 from bastion.train import train_checkpoint
@@ -39,7 +39,7 @@ def train(
     ] = None,
     data_root: DataRootOpt = None,
     device: DeviceOpt = "auto",
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bar")] = False,
+    quiet: QuietOpt = False,
 ) -> None:
     """Train a model and save it as a checkpoint (safetensors weights + JSON metadata)."""
     recipe_params = parse_params(RECIPES.get(recipe), params or [])  # type: ignore[arg-type]
