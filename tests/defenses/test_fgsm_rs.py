@@ -65,6 +65,36 @@ def test_collapse_rule_on_sequences() -> None:
     assert find_collapse([0.04, 0.03], [0.2, 0.5], floor=0.03) is None
 
 
+class Scripted(CatastrophicOverfittingMonitor):
+    """A monitor whose (clean, PGD) accuracy per epoch is given, not measured."""
+
+    def __init__(self, readings: list[tuple[float, float]]) -> None:
+        super().__init__(eps=0.3)
+        self.readings = readings
+
+    def measure(self, state: TrainState) -> tuple[float, float]:
+        return self.readings[state.epoch - 1]
+
+
+def test_monitor_restores_the_most_robust_check_not_the_last_that_passed() -> None:
+    # measured shape (FGSM at eps 0.3, seed 2): robustness gone by epoch 2, flagged only at epoch 5,
+    # once clean accuracy is back above that of the most robust check
+    monitor = Scripted([(0.77, 0.0625), (0.75, 0.0), (0.68, 0.0), (0.66, 0.0), (0.79, 0.0)])
+    model = nn.Linear(2, 2)
+    state = TrainState(model=model, optimizer=torch.optim.SGD(model.parameters(), lr=0.1))
+    weights = []
+    for epoch in range(1, 6):
+        with torch.no_grad():
+            model.weight.fill_(epoch)  # each epoch's weights are recognisable
+        state.epoch = epoch
+        weights.append(model.weight.clone())
+        monitor.on_epoch_end(state)
+        assert state.stop == (epoch == 5)
+    (event,) = state.events
+    assert event["restored_epoch"] == 1 and event["pgd_accuracy_before"] == 0.0625
+    assert torch.equal(model.weight, weights[0])
+
+
 class Sabotage:
     """Makes a collapse happen: at `epoch`, replaces the weights by noise (after recording the weights
     the monitor should restore, those of the epoch before)."""

@@ -78,8 +78,10 @@ class CatastrophicOverfittingMonitor:
     Collapse (`find_collapse`): PGD accuracy more than `drop` (0.2, the reference's threshold) below
     the best earlier check, or down to `floor` (0.02) and under half the best while clean accuracy
     holds. Then the monitor logs a warning, sends a `co-monitor` progress event
-    with `collapse=True`, restores the weights of the last check that passed, stops training (the
-    reference's early stop) and appends to `state.events` (saved in the checkpoint's metadata):
+    with `collapse=True`, restores the weights of the most robust check so far (the latest of equals;
+    the reference, whose rule compares with the previous check only, restores that one), stops
+    training (the reference's early stop) and appends to `state.events` (saved in the checkpoint's
+    metadata):
     `{"event": "catastrophic-overfitting", "epoch", "step", "pgd_accuracy_before",
     "pgd_accuracy_after", "clean_accuracy_before", "clean_accuracy_after", "restored_epoch", "eps"}`,
     `before` being the restored check's numbers.
@@ -144,6 +146,10 @@ class CatastrophicOverfittingMonitor:
         model.train(was_training)
         return clean, result.robust_accuracy
 
+    def _best_robust(self) -> float:
+        """The PGD accuracy of the check whose weights are kept."""
+        return next(r for e, _, r in self.trace if e == self._good_epoch)
+
     def on_epoch_end(self, state: TrainState) -> None:
         clean, robust = self.measure(state)
         self.trace.append((state.epoch, clean, robust))
@@ -153,8 +159,9 @@ class CatastrophicOverfittingMonitor:
         collapsed = at == len(self.trace) - 1
         report(state.progress, "co-monitor", state.epoch, state.epoch, clean=clean, pgd=robust, collapse=collapsed)
         if not collapsed:
-            self._good_state = copy.deepcopy(state.model.state_dict())
-            self._good_epoch = state.epoch
+            if self._good_state is None or robust >= self._best_robust():
+                self._good_state = copy.deepcopy(state.model.state_dict())
+                self._good_epoch = state.epoch
             return
         good = next(t for t in self.trace if t[0] == self._good_epoch)
         event: dict[str, Any] = {

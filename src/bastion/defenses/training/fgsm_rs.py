@@ -52,7 +52,7 @@ class FGSMRS(Recipe):
 
     The catastrophic-overfitting monitor (`co_monitor.py`) is on by default: after every epoch it
     runs PGD-5 on 256 held-out images and, when PGD accuracy falls more than `co_drop` below its
-    best, restores the last good weights, stops, and records the event in the checkpoint.
+    best, restores the weights of its most robust check, stops, and records the event in the checkpoint.
 
     Published: Wong et al.'s MNIST model, 98.50% clean, 82.93% AutoAttack at eps 0.3 (AutoAttack
     README). Measured on `mnist5k` (`benchmarks/defenses_training.py`, docs/defenses.md), peak lr
