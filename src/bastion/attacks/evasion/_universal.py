@@ -1,17 +1,57 @@
-"""What the universal-perturbation attacks share: the fit/held-out split, applying one v to a batch,
-the L-p projection of v, and the records of how well v fools held-out images."""
+"""What the universal-perturbation attacks share: the attack contract around fitting one v (the
+fit/held-out split and the records), applying v to a batch, and the L-p projection of v."""
 
 from __future__ import annotations
 
-from typing import Any
+from abc import abstractmethod
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
 
+from bastion.attacks.base import Attack, RunContext
 from bastion.core.ops import lp_norms
+from bastion.core.params import param
+from bastion.core.random import make_generator
 from bastion.core.victim import Victim
 
-__all__ = ["apply", "fit_split", "fooling_rate", "project_v", "universal_records"]
+__all__ = ["UniversalAttack", "apply", "fit_split", "fooling_rate", "project_v", "universal_records"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class UniversalAttack(Attack):
+    """An attack that fits one perturbation v for all images (subclasses write `_fit`).
+
+    `run(victim, x, y)` splits the images it attacks by the seed into a fit part (`fit_fraction`)
+    and a held-out part, fits v on the fit part, records `universal_records` and the fit's count
+    under `count_key` in `result.extra`, and returns clip(x + v) for every attacked image.
+    `fit(victim, x)` returns v itself, fitted on all of `x`.
+    """
+
+    targeted_ok: ClassVar[bool] = False
+    universal: ClassVar[bool] = True  # one v for every image: the per-image sanity checks do not apply
+    count_key: ClassVar[str]  # what `_fit`'s count is called in `result.extra`
+
+    fit_fraction: float = param(0.5, gt=0, le=1, help="share of the attacked images that fit v; the rest are held out")
+
+    @abstractmethod
+    def _fit(self, victim: Victim, x: Tensor, gen: torch.Generator, ctx: RunContext | None) -> tuple[Tensor, int]:
+        """v (1, C, H, W) fitted on `x`, and a count of the fit's work (passes, the best epoch)."""
+
+    def fit(self, victim: Victim, x: Tensor) -> Tensor:
+        """The universal perturbation (1, C, H, W) fitted on all of `x`, seeded by `seed`."""
+        x = x.to(victim.device)
+        v, _ = self._fit(victim, x, make_generator(self.seed, victim.device), None)
+        return v
+
+    def _perturb(self, victim: Victim, x: Tensor, y: Tensor, ctx: RunContext) -> Tensor:
+        fit, held = fit_split(x.shape[0], self.fit_fraction, ctx.gen)
+        fit, held = fit.to(x.device), held.to(x.device)
+        v, count = self._fit(victim, x[fit], ctx.gen, ctx)
+        ctx.extra.update(universal_records(victim, x, v, fit, held, victim.predict(x)))
+        ctx.extra[self.count_key] = count
+        return apply(x, v, victim.bounds)
 
 
 def fit_split(n: int, fraction: float, gen: torch.Generator) -> tuple[Tensor, Tensor]:

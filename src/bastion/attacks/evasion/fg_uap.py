@@ -9,14 +9,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from bastion.attacks.base import Attack, RunContext, register_attack
-from bastion.attacks.evasion._universal import apply, fit_split, fooling_rate, project_v, universal_records
+from bastion.attacks.base import RunContext, register_attack
+from bastion.attacks.evasion._universal import UniversalAttack, apply, fooling_rate, project_v
 from bastion.core.errors import ConfigError
 from bastion.core.features import find_head, penultimate_features
 from bastion.core.ops import batch_slices
 from bastion.core.params import param
 from bastion.core.progress import report
-from bastion.core.random import make_generator
 from bastion.core.victim import Victim
 
 __all__ = ["FGUAP"]
@@ -24,7 +23,7 @@ __all__ = ["FGUAP"]
 
 @register_attack("fg-uap")
 @dataclass(frozen=True, kw_only=True)
-class FGUAP(Attack):
+class FGUAP(UniversalAttack):
     """Feature-Gathering UAP. Ye, Cheng, Huang, "FG-UAP: Feature-Gathering Universal Adversarial
     Perturbation", IJCNN 2023, arXiv 2209.13113 (reference: yzx1213/FG-UAP, `utils.py`).
 
@@ -54,8 +53,7 @@ class FGUAP(Attack):
     pattern's 3.8% and 34.9%.
     """
 
-    targeted_ok: ClassVar[bool] = False
-    universal: ClassVar[bool] = True  # one v for every image: the per-image sanity checks do not apply
+    count_key: ClassVar[str] = "best_epoch"
 
     epochs: int = param(20, ge=1, help="passes over the fit images")
     batch_size: int = param(32, ge=1, help="fit images per Adam step")
@@ -63,21 +61,6 @@ class FGUAP(Attack):
     weight_decay: float = param(1e-5, ge=0, help="Adam's weight decay on v")
     target_class: int | None = param(None, ge=0, help="targeted variant: the class every image should go to")
     target_weight: float = param(0.1, ge=0, help="weight of the targeted variant's cross-entropy")
-    fit_fraction: float = param(0.5, gt=0, le=1, help="share of the attacked images that fit v; the rest are held out")
-
-    def fit(self, victim: Victim, x: Tensor) -> Tensor:
-        """The universal perturbation (1, C, H, W) fitted on all of `x`, seeded by `seed`."""
-        x = x.to(victim.device)
-        v, _ = self._fit(victim, x, make_generator(self.seed, victim.device), None)
-        return v
-
-    def _perturb(self, victim: Victim, x: Tensor, y: Tensor, ctx: RunContext) -> Tensor:
-        fit, held = fit_split(x.shape[0], self.fit_fraction, ctx.gen)
-        fit, held = fit.to(x.device), held.to(x.device)
-        v, best_epoch = self._fit(victim, x[fit], ctx.gen, ctx)
-        ctx.extra.update(universal_records(victim, x, v, fit, held, victim.predict(x)))
-        ctx.extra["best_epoch"] = best_epoch
-        return apply(x, v, victim.bounds)
 
     def _fit(self, victim: Victim, x: Tensor, gen: torch.Generator, ctx: RunContext | None) -> tuple[Tensor, int]:
         norm, xi = self.threat.norm, self.threat.eps

@@ -8,11 +8,10 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
-from bastion.attacks.base import Attack, RunContext, register_attack
-from bastion.attacks.evasion._universal import apply, fit_split, fooling_rate, project_v, universal_records
+from bastion.attacks.base import RunContext, register_attack
+from bastion.attacks.evasion._universal import UniversalAttack, apply, fooling_rate, project_v
 from bastion.core.params import param
 from bastion.core.progress import report
-from bastion.core.random import make_generator
 from bastion.core.victim import Victim
 
 __all__ = ["UAP"]
@@ -20,7 +19,7 @@ __all__ = ["UAP"]
 
 @register_attack("uap")
 @dataclass(frozen=True, kw_only=True)
-class UAP(Attack):
+class UAP(UniversalAttack):
     """Universal adversarial perturbation. Moosavi-Dezfooli, Fawzi, Fawzi, Frossard, "Universal
     adversarial perturbations", CVPR 2017, arXiv 1610.08401 (reference: LTS4/universal).
 
@@ -48,29 +47,13 @@ class UAP(Attack):
     67.7% at 0.3, against 3.8% and 34.9% for a random +-xi sign pattern.
     """
 
-    targeted_ok: ClassVar[bool] = False
-    universal: ClassVar[bool] = True  # one v for every image: the per-image sanity checks do not apply
+    count_key: ClassVar[str] = "passes"
 
     delta: float = param(0.2, gt=0, lt=1, help="stop once the fooling rate on the fit images reaches 1 - delta")
     max_passes: int = param(5, ge=1, help="passes over the fit images at most")
     overshoot: float = param(0.02, ge=0, help="DeepFool's overshoot")
     df_steps: int = param(10, ge=2, help="DeepFool iterations at most (a non-converged step is skipped)")
     df_classes: int = param(10, ge=2, help="DeepFool's candidate classes: the most likely at x + v")
-    fit_fraction: float = param(0.5, gt=0, le=1, help="share of the attacked images that fit v; the rest are held out")
-
-    def fit(self, victim: Victim, x: Tensor) -> Tensor:
-        """The universal perturbation (1, C, H, W) fitted on all of `x`, seeded by `seed`."""
-        x = x.to(victim.device)
-        v, _ = self._fit(victim, x, make_generator(self.seed, victim.device), None)
-        return v
-
-    def _perturb(self, victim: Victim, x: Tensor, y: Tensor, ctx: RunContext) -> Tensor:
-        fit, held = fit_split(x.shape[0], self.fit_fraction, ctx.gen)
-        fit, held = fit.to(x.device), held.to(x.device)
-        v, passes = self._fit(victim, x[fit], ctx.gen, ctx)
-        ctx.extra.update(universal_records(victim, x, v, fit, held, victim.predict(x)))
-        ctx.extra["passes"] = passes
-        return apply(x, v, victim.bounds)
 
     def _fit(self, victim: Victim, x: Tensor, gen: torch.Generator, ctx: RunContext | None) -> tuple[Tensor, int]:
         norm, xi = self.threat.norm, self.threat.eps
