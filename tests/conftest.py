@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -50,3 +54,58 @@ def digits_model(digits_data: Dataset) -> nn.Module:
 @pytest.fixture
 def digits_victim(digits_model: nn.Module) -> Victim:
     return Victim(digits_model, input_shape=(1, 8, 8))
+
+
+# --- pinned numbers --------------------------------------------------------------------------------
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+
+
+class Pins:
+    """Numbers recorded once from a known-good build and checked on every run, so that a refactoring
+    cannot change what an attack or an audit computes without a test saying so.
+
+    On the platform that recorded them (same torch build and CPU capability, hence the same kernels)
+    the check is exact: the per-sample digest must match. Elsewhere float rounding may differ in the
+    last bits, so the headline numbers are compared with a tolerance instead.
+    `BASTION_RECORD_PINS=1 pytest ...` rewrites the file from the current build.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.record = os.environ.get("BASTION_RECORD_PINS") == "1"
+        self.platform = {"torch": torch.__version__, "capability": torch.backends.cpu.get_cpu_capability()}
+        stored = json.loads(path.read_text()) if path.exists() else {"platform": {}, "entries": {}}
+        self.stored_platform, self.entries = stored["platform"], stored["entries"]
+        self.recorded: dict[str, Any] = {}
+
+    def check(self, key: str, numbers: dict[str, Any], per_sample: Any, *, abs_tol: float, rel_tol: float) -> None:
+        digest = hashlib.sha256(json.dumps(per_sample, sort_keys=True).encode()).hexdigest()
+        if self.record:
+            self.recorded[key] = {"numbers": numbers, "digest": digest}
+            return
+        assert key in self.entries, f"no pinned numbers for {key!r} in {self.path}; record them (BASTION_RECORD_PINS=1)"
+        pinned = self.entries[key]
+        if self.platform == self.stored_platform:
+            assert numbers == pinned["numbers"], f"{key}: numbers changed"
+            assert digest == pinned["digest"], f"{key}: per-sample results changed"
+            return
+        assert set(numbers) == set(pinned["numbers"]), key
+        for name, want in pinned["numbers"].items():
+            got = numbers[name]
+            if want is None or got is None:
+                assert want == got, f"{key}: {name} = {got}, pinned {want}"
+            else:
+                assert abs(got - want) <= abs_tol + rel_tol * abs(want), f"{key}: {name} = {got}, pinned {want}"
+
+    def save(self) -> None:
+        if self.record and self.recorded:
+            entries = {**self.entries, **self.recorded}
+            self.path.write_text(json.dumps({"platform": self.platform, "entries": entries}, indent=1) + "\n")
+
+
+@pytest.fixture(scope="module")
+def pins(request: pytest.FixtureRequest) -> Iterator[Pins]:
+    """The pin file named by the test module's `PINS` (a file name under tests/fixtures/)."""
+    p = Pins(FIXTURES / request.module.PINS)
+    yield p
+    p.save()

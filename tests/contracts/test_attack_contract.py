@@ -1,5 +1,6 @@
 """One battery over every registered attack (timm's and scikit-learn's trick): a new attack is covered
-the moment it is registered, once it has a line of cheap settings below."""
+the moment it is registered, once it has a line of cheap settings below. Each attack's numbers on a
+fixed model are pinned (`tests/fixtures/attack-contract.json`): a refactoring must not change them."""
 
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,6 +13,10 @@ from torch import nn
 import bastion.attacks.evasion  # noqa: F401  (registers the attacks)
 from bastion.core import ATTACKS, ThreatModel, Victim
 from bastion.data import Dataset
+from bastion.models.checkpoint import load_checkpoint
+
+PINS = "attack-contract.json"
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 
 
 @dataclass(frozen=True)
@@ -56,17 +61,29 @@ def cases() -> list[tuple[str, str, float]]:
 
 
 @pytest.fixture(scope="module")
-def surrogate_checkpoint(digits_checkpoint: Path) -> str:
-    """The surrogate a transfer attack crafts on: the session's digits checkpoint, as a `surrogate=PATH` value."""
-    return str(digits_checkpoint)
+def surrogate_checkpoint() -> str:
+    """The surrogate a transfer attack crafts on, as a `surrogate=PATH` value: a second fixed digits model."""
+    return str(FIXTURES / "small_cnn-digits-surrogate.safetensors")
+
+
+@pytest.fixture(scope="module")
+def fixed_model() -> nn.Module:
+    """A fixed `small_cnn` on the 8x8 digits (95.8% test accuracy), shipped with the tests so the pins hold."""
+    return load_checkpoint(FIXTURES / "small_cnn-digits.safetensors")[0]
 
 
 @pytest.mark.parametrize(("name", "norm", "eps"), cases())
 def test_contract(
-    name: str, norm: str, eps: float, digits_model: nn.Module, digits_data: Dataset, request: pytest.FixtureRequest
+    name: str,
+    norm: str,
+    eps: float,
+    fixed_model: nn.Module,
+    digits_data: Dataset,
+    pins: Any,
+    request: pytest.FixtureRequest,
 ) -> None:
-    before = {k: v.clone() for k, v in digits_model.state_dict().items()}
-    victim = Victim(digits_model, input_shape=(1, 8, 8))
+    before = {k: v.clone() for k, v in fixed_model.state_dict().items()}
+    victim = Victim(fixed_model, input_shape=(1, 8, 8))
     x, y = digits_data.x_test[:N], digits_data.y_test[:N]
     cls = ATTACKS.get(name)
     budget = 40 if cls.access != "white-box" else None
@@ -89,8 +106,12 @@ def test_contract(
     again = attack.run(victim, x, y)
     assert torch.equal(again.x_adv, result.x_adv) and torch.equal(again.queries, result.queries)
     # the model is neither mutated nor left in train mode
-    assert not digits_model.training
-    assert all(torch.equal(before[k], v) for k, v in digits_model.state_dict().items())
+    assert not fixed_model.training
+    assert all(torch.equal(before[k], v) for k, v in fixed_model.state_dict().items())
     # the record is plain JSON
     d = result.to_dict()
     assert d["attack"] == name and d["n"] == N and isinstance(d["params"], dict)
+    # the numbers are those recorded before any refactoring
+    numbers = {"robust_accuracy": result.robust_accuracy, "queries": int(result.queries.sum())}
+    per_sample = {"x_adv": result.x_adv.numpy().round(6).tolist(), "queries": result.queries.tolist()}
+    pins.check(f"{name}/{norm}", numbers, per_sample, abs_tol=1 / N, rel_tol=0.05)
