@@ -134,7 +134,7 @@ def run_bastion(name: str, victim: Victim, x: Tensor, y: Tensor, args: argparse.
     except UnknownNameError:
         return {"status": f"skipped: {name!r} is not registered (yet)"}
     eps = BIG_EPS if cls.access == "label" else args.score_eps
-    threat = ThreatModel(norm="l2", eps=eps, access=cls.access)
+    threat = ThreatModel(norm="l2", eps=eps)
     attack = cls(threat=threat, seed=args.seed, n_queries=max(args.budgets), **kw)
     start = time.perf_counter()
     r = attack.run(victim, x, y)

@@ -58,7 +58,7 @@ def main() -> None:
     correct = victim.predict(x) == y
     x, y = x[correct][: args.n], y[correct][: args.n]
     targets = (y + 1) % 10 if args.targeted else None
-    threat = ThreatModel(norm="l2", eps=100.0, access="label", targeted=args.targeted)
+    threat = ThreatModel(norm="l2", eps=100.0, targeted=args.targeted)
     makers: dict[str, Any] = {
         "hsja": lambda: HSJA(threat=threat, n_queries=args.budget, init_pool=x if args.targeted else None),
         "cgba": lambda: CGBA(threat=threat, n_queries=args.budget, dim_reduction=args.dim_reduction),

@@ -113,7 +113,7 @@ def provenance(args: argparse.Namespace) -> dict[str, Any]:
 def square(
     victim: Victim, x: torch.Tensor, y: torch.Tensor, args: argparse.Namespace, post: list[PostProcess]
 ) -> tuple[AttackResult, float]:
-    threat = ThreatModel(norm="linf", eps=args.eps, access="scores")
+    threat = ThreatModel(norm="linf", eps=args.eps)
     atk = Square(threat=threat, n_queries=args.queries, p_init=args.p_init, seed=args.seed)
     start = time.perf_counter()
     result = atk.run(victim, x, y, postprocess=post)

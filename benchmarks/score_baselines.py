@@ -97,7 +97,7 @@ def main() -> None:
         for row, name, run_norm, kw in RUNS:
             if run_norm != norm:
                 continue
-            threat = ThreatModel(norm=norm, eps=eps[norm], access="scores")
+            threat = ThreatModel(norm=norm, eps=eps[norm])
             if kw.get("lr") == "eps/5":  # the references' L-inf ratio (lr 0.01 for eps 0.05) at this eps
                 kw = kw | {"lr": eps[norm] / 5}
             attack = ATTACKS.get(name)(threat=threat, n_queries=budgets[-1], seed=0, **kw)

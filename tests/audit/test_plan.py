@@ -11,7 +11,7 @@ from bastion.core import ATTACKS, ConfigError, ThreatModel
 def _needs_user_input(name: str) -> bool:
     """An attack that cannot be built from its defaults (transfer: a surrogate checkpoint)."""
     try:
-        ATTACKS.get(name)(threat=ThreatModel(norm=ATTACKS.get(name).norms[0], access=ATTACKS.get(name).access))
+        ATTACKS.get(name)(threat=ThreatModel(norm=ATTACKS.get(name).norms[0]))
     except ConfigError:
         return True
     return False

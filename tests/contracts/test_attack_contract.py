@@ -88,7 +88,7 @@ def test_contract(
     cls = ATTACKS.get(name)
     budget = 40 if cls.access != "white-box" else None
     cheap = {k: request.getfixturevalue(v.name) if isinstance(v, Fixture) else v for k, v in CHEAP[name].items()}
-    attack = cls(threat=ThreatModel(norm=norm, eps=eps, access=cls.access, max_queries=budget), seed=3, **cheap)
+    attack = cls(threat=ThreatModel(norm=norm, eps=eps, max_queries=budget), seed=3, **cheap)
     result = attack.run(victim, x, y)
 
     # inside the ball and the bounds

@@ -15,7 +15,7 @@ from bastion.core import (
 
 
 def test_threat_model_validates() -> None:
-    tm = ThreatModel(norm="l2", eps=1.5, access="label", max_queries=100)
+    tm = ThreatModel(norm="l2", eps=1.5, max_queries=100)
     assert tm.to_dict()["bounds"] == [0.0, 1.0]
     with pytest.raises(ConfigError, match="norm"):
         ThreatModel(norm="l3")  # type: ignore[arg-type]
@@ -36,6 +36,20 @@ def test_registry_rejects_duplicates_and_suggests() -> None:
         reg.get("smal_cnn")
     assert "Known: small_cnn" in str(info.value)
     assert reg.names() == ["small_cnn"] and "small_cnn" in reg
+
+
+def test_registry_families_group_entries_and_restrict_lookups() -> None:
+    reg: Registry[int] = Registry("attack")
+    reg.register("pgd", family="evasion")(1)
+    reg.register("square", family="evasion")(2)
+    reg.register("loss-threshold", family="membership")(3)
+    assert reg.families() == ["evasion", "membership"] and reg.family("loss-threshold") == "membership"
+    assert reg.names("evasion") == ["pgd", "square"] and reg.names() == ["loss-threshold", "pgd", "square"]
+    assert reg.get("pgd", family="evasion") == 1
+    with pytest.raises(
+        UnknownNameError, match="unknown evasion attack 'loss-threshold' \\('loss-threshold' is a membership"
+    ):
+        reg.get("loss-threshold", family="evasion")
 
 
 def test_generator_is_seeded() -> None:
@@ -59,6 +73,7 @@ def test_attack_result_metrics_and_json() -> None:
         attack="toy",
         params={"steps": 1},
         threat=ThreatModel(eps=0.3),
+        access="white-box",
         seed=0,
         x_adv=x_adv,
         y=y,

@@ -19,11 +19,12 @@ class Recorder(nn.Module):
         return self.drop(self.fc(x.flatten(1)))
 
 
-def test_eval_mode_and_frozen_parameters() -> None:
+def test_eval_mode_and_parameters_left_as_found() -> None:
     model = Recorder().train()
+    model.fc.bias.requires_grad_(False)  # a caller's own mix of trainable and frozen parameters
     victim = Victim(model, input_shape=(1, 2, 2))
-    assert not model.training
-    assert all(not p.requires_grad for p in model.parameters())
+    assert not model.training  # the one documented, lasting change
+    assert model.fc.weight.requires_grad and not model.fc.bias.requires_grad
     x = torch.rand(5, 1, 2, 2)
     assert torch.equal(victim.logits(x), victim.logits(x))  # dropout off: deterministic
 
@@ -44,13 +45,17 @@ def test_batches_inputs_larger_than_batch_size() -> None:
     assert torch.allclose(grad_logits, logits)
 
 
-def test_gradients_flow_to_inputs_only() -> None:
-    model = Recorder()
-    victim = Victim(model)
-    x = torch.rand(3, 1, 2, 2, requires_grad=True)
-    victim(x).sum().backward()
-    assert x.grad is not None
-    assert all(p.grad is None for p in model.parameters())
+def test_an_attack_leaves_the_callers_parameters_as_it_found_them() -> None:
+    from bastion.attacks.evasion import PGD
+
+    model = nn.Sequential(nn.Flatten(), nn.Linear(4, 3))
+    flags = [p.requires_grad for p in model.parameters()]
+    weights = [p.detach().clone() for p in model.parameters()]
+    x, y = torch.rand(6, 1, 2, 2), torch.tensor([0, 1, 2, 0, 1, 2])
+    PGD(steps=3).run(Victim(model), x, y)
+    assert [p.requires_grad for p in model.parameters()] == flags == [True, True]
+    assert all(p.grad is None for p in model.parameters())  # input gradients only: no weight gradient
+    assert all(torch.equal(p, w) for p, w in zip(model.parameters(), weights, strict=True))
 
 
 def test_normalisation_applied_inside() -> None:

@@ -151,7 +151,7 @@ def test_budget_enforced_through_a_defended_oracle(digits_victim: Victim, digits
     oracle.query(x)
     with pytest.raises(QueryBudgetExceeded):
         oracle.query(x)
-    threat = ThreatModel(norm="linf", eps=0.1, access="scores", max_queries=30)
+    threat = ThreatModel(norm="linf", eps=0.1, max_queries=30)
     result = Square(threat=threat, n_queries=1000).run(digits_victim, x, y, postprocess=[AAA(steps=10), Round()])
     assert int(result.queries.max()) <= 30
 
@@ -159,7 +159,7 @@ def test_budget_enforced_through_a_defended_oracle(digits_victim: Victim, digits
 def test_aaa_raises_square_robust_accuracy(digits_victim: Victim, digits_data: Dataset) -> None:
     """The paper's claim in small: AAA's served margins steer Square away from the boundary."""
     x, y = digits_data.x_test[:30], digits_data.y_test[:30]
-    threat = ThreatModel(norm="linf", eps=0.2, access="scores")
+    threat = ThreatModel(norm="linf", eps=0.2)
     square = Square(threat=threat, n_queries=100, seed=0)  # gains measured: 0.33 to 0.60 over seeds 0-2
     bare = square.run(digits_victim, x, y)
     defended = square.run(digits_victim, x, y, postprocess=[AAA()])
@@ -200,7 +200,7 @@ def test_ece_and_temperature() -> None:
 @pytest.mark.parametrize(
     ("spec", "error", "match"),
     [
-        ("nope", UnknownNameError, "unknown defense"),
+        ("nope", UnknownNameError, "unknown postprocess defense"),
         ("aaaa", UnknownNameError, 'Did you mean "aaa"'),
         ("aaa:interval=-1", ConfigError, "interval must be > 0"),
         ("aaa:reverse_step=2", ConfigError, "reverse_step must be > 0 and <= 1"),

@@ -31,7 +31,7 @@ from typing import Any
 
 import yaml
 
-from bastion.attacks.base import Attack
+from bastion.attacks.evasion.base import EvasionAttack
 from bastion.core.errors import ConfigError, did_you_mean
 from bastion.core.params import parse_params
 from bastion.core.registry import ATTACKS
@@ -74,14 +74,13 @@ class Scenario:
             "checks": self.checks,
         }
 
-    def build(self, seed: int) -> Attack:
+    def build(self, seed: int) -> EvasionAttack:
         """The configured attack (its parameters were validated when the plan was loaded)."""
         cls = ATTACKS.get(self.attack)
         threat = ThreatModel(
             norm=self.norm,  # type: ignore[arg-type]
             eps=self.eps,
             targeted=self.targeted,
-            access=cls.access,
             max_queries=self.max_queries,
         )
         return cls(threat=threat, seed=seed, **self.params)  # type: ignore[no-any-return]

@@ -120,7 +120,6 @@ def attack(
         norm=norm,  # type: ignore[arg-type]
         eps=_parse_eps(eps, norm, ds.input_shape[0]),
         targeted=targeted,
-        access=cls.access,
         max_queries=max_queries,
     )
     atk = cls(threat=threat, seed=seed, **kwargs)

@@ -62,5 +62,10 @@ def list_(
             continue
         reg = _REGISTRIES[kind]
         width = max(len(n) for n in reg.names())
-        for name, obj in reg.items():
-            typer.echo(f"  {name:<{width}}  {_summary(kind, name, obj)}")
+        for family in reg.families():
+            indent = "  "
+            if family:  # grouped by family: the audit scenario kind that runs them
+                typer.echo(f"  {family}")
+                indent = "    "
+            for name in reg.names(family):
+                typer.echo(f"{indent}{name:<{width}}  {_summary(kind, name, reg.get(name))}")

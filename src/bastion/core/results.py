@@ -8,7 +8,7 @@ from typing import Any
 
 from torch import Tensor
 
-from bastion.core.threat import ThreatModel
+from bastion.core.threat import Access, ThreatModel
 
 __all__ = ["AttackResult", "perturbation_norms"]
 
@@ -42,6 +42,8 @@ class AttackResult:
         attack: the registered name of the attack.
         params: its hyperparameters (plain JSON types).
         threat: the threat model it ran under.
+        access: what the attack saw of the model (`white-box`, `scores`, `label`); recorded as part of
+            the threat model in `to_dict()`.
         seed: the seed of its generator.
         x_adv: adversarial inputs (N, C, H, W).
         y: true labels (N,).
@@ -59,6 +61,7 @@ class AttackResult:
     attack: str
     params: dict[str, Any]
     threat: ThreatModel
+    access: Access
     seed: int
     x_adv: Tensor
     y: Tensor
@@ -98,7 +101,7 @@ class AttackResult:
         return {
             "attack": self.attack,
             "params": dict(self.params),
-            "threat": self.threat.to_dict(),
+            "threat": {**self.threat.to_dict(), "access": self.access},
             "seed": self.seed,
             "n": self.n,
             "clean_accuracy": _json_float(self.clean_accuracy),

@@ -16,14 +16,17 @@ Access = Literal["white-box", "scores", "top-k", "label"]
 
 @dataclass(frozen=True, kw_only=True)
 class ThreatModel:
-    """The attacker's capabilities.
+    """The attacker's budget.
+
+    What the attacker sees of the model (gradients, scores or labels: `Access`) is not a field here: it
+    is what the attack needs (`EvasionAttack.access`), one fact recorded with each result, so a threat
+    model and an attack can never disagree about it.
 
     Attributes:
         norm: the perturbation norm, `linf`, `l2` or `l0` (number of changed pixels).
         eps: the perturbation budget in that norm, in input units ([0, 1] pixels).
         bounds: the valid input range; every adversarial input stays inside it.
         targeted: whether the attacker aims at a given class rather than any wrong one.
-        access: what the attacker sees: gradients (`white-box`), scores, the top-k scores or the label only.
         max_queries: per-sample query budget for black-box access (`None`: no budget).
     """
 
@@ -31,14 +34,11 @@ class ThreatModel:
     eps: float = 0.3
     bounds: tuple[float, float] = (0.0, 1.0)
     targeted: bool = False
-    access: Access = "white-box"
     max_queries: int | None = None
 
     def __post_init__(self) -> None:
         if self.norm not in get_args(Norm):
             raise ConfigError(f"threat model norm must be one of {', '.join(get_args(Norm))}; got {self.norm!r}")
-        if self.access not in get_args(Access):
-            raise ConfigError(f"threat model access must be one of {', '.join(get_args(Access))}; got {self.access!r}")
         if not (isinstance(self.eps, int | float) and math.isfinite(self.eps) and self.eps >= 0):
             raise ConfigError(f"eps must be a finite number >= 0; got {self.eps!r}")
         lo, hi = self.bounds

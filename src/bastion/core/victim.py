@@ -23,9 +23,12 @@ BOUNDS_TOLERANCE = 1e-6
 class Victim:
     """Wraps a classifier `nn.Module` that maps a batch in `bounds` to logits.
 
-    On construction the model is moved to `device`, put in eval mode and its parameters are frozen
-    (`requires_grad=False`): attacks differentiate with respect to inputs only, and nothing an attack
-    does can change the model. Inputs larger than `batch_size` are split into batches.
+    On construction the model is moved to `device` and put in eval mode (batch-norm statistics and
+    dropout fixed, as a deployed model runs); that mode is the one lasting change, and a training loop
+    that attacks the model it trains puts it back in train mode itself. Nothing else is touched: the
+    parameters keep their `requires_grad` flags, because attacks differentiate with respect to the
+    inputs only (`torch.autograd.grad`), which computes no weight gradient and leaves `.grad` alone.
+    Inputs larger than `batch_size` are split into batches.
 
     Args:
         model: maps (N, C, H, W) inputs in `bounds` to (N, K) logits.
@@ -36,9 +39,6 @@ class Victim:
             normalised inputs (bastion's own models normalise inside and need none).
         batch_size: the largest batch sent to the model at once.
         device: where the model runs (`None`: the device of its parameters, else CPU).
-        freeze: set `requires_grad=False` on the parameters. A training hook that attacks the model it
-            is training (adversarial training) passes False: attacks differentiate with respect to
-            the inputs only (`torch.autograd.grad`), so the parameters' gradients are untouched.
     """
 
     def __init__(
@@ -52,7 +52,6 @@ class Victim:
         std: Sequence[float] | None = None,
         batch_size: int = 256,
         device: str | torch.device | None = None,
-        freeze: bool = True,
     ) -> None:
         if not isinstance(model, nn.Module):
             raise ModelError(f"a Victim wraps a torch.nn.Module; got {type(model).__name__}")
@@ -66,9 +65,6 @@ class Victim:
         self.device = resolve_device(device)
         self.model = nn.Sequential(Normalize(mean, std), model) if mean is not None and std is not None else model
         self.model.to(self.device).eval()
-        if freeze:
-            for p in self.model.parameters():
-                p.requires_grad_(False)
         self.bounds = (float(bounds[0]), float(bounds[1]))
         self.input_shape = input_shape
         self.batch_size = batch_size

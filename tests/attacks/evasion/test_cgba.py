@@ -11,9 +11,9 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from bastion.attacks.base import Attack
 from bastion.attacks.evasion import CGBA, CGBAH
 from bastion.attacks.evasion._cgba_geometry import dct_matrix, low_frequency, rotate
+from bastion.attacks.evasion.base import EvasionAttack
 from bastion.core import Victim
 from bastion.core.errors import ConfigError
 from bastion.core.random import make_generator
@@ -24,7 +24,7 @@ from bastion.data import Dataset
 
 TOL = 2.0**-23
 N = 16
-LARGE = ThreatModel(norm="l2", eps=100.0, access="label")  # the projection cuts nothing: minimal norms
+LARGE = ThreatModel(norm="l2", eps=100.0)  # the projection cuts nothing: minimal norms
 # 8x8 digits: f = 2 keeps a 4x4 block of frequencies (the default f = 4 leaves 2x2, too few for these images)
 DIGITS = {"dim_reduction": 2.0}
 
@@ -42,7 +42,7 @@ def batch(digits_model: nn.Module, digits_data: Dataset) -> tuple[Victim, Tensor
 def runs(batch: tuple[Victim, Tensor, Tensor]) -> dict[str, AttackResult]:
     """CGBA and CGBA-H with 250 queries per sample, minimal-norm setting."""
     victim, x, y = batch
-    attacks: dict[str, Attack] = {
+    attacks: dict[str, EvasionAttack] = {
         "cgba": CGBA(threat=LARGE, n_queries=250, **DIGITS),
         "cgba-h": CGBAH(threat=LARGE, n_queries=250, **DIGITS),
     }
@@ -54,7 +54,7 @@ def test_registered_and_validated() -> None:
         assert ATTACKS.get(name) is cls
         assert cls.access == "label" and cls.norms == ("l2",) and cls.targeted_ok
         with pytest.raises(ConfigError, match="l2"):
-            cls(threat=ThreatModel(norm="linf", eps=0.1, access="label"))
+            cls(threat=ThreatModel(norm="linf", eps=0.1))
         with pytest.raises(ConfigError, match="n0"):
             cls(threat=LARGE, n0=0)
         with pytest.raises(ConfigError, match="dim_reduction"):
@@ -109,7 +109,7 @@ def test_label_only_and_budgets_never_exceeded(
     seen = _capture_oracle_output(monkeypatch)
     # the oracle's budget binds (120 < n_queries), then the attack's own (90 < max_queries)
     for n_queries, max_queries, cap in ((1000, 100, 100), (60, 500, 60)):
-        threat = ThreatModel(norm="l2", eps=100.0, access="label", max_queries=max_queries)
+        threat = ThreatModel(norm="l2", eps=100.0, max_queries=max_queries)
         r = cls(threat=threat, n_queries=n_queries, **DIGITS).run(victim, x, y)
         assert int(r.queries.max()) <= cap
         assert int(r.queries.min()) >= cap - 1  # a long run spends its budget (bisections may end one short)
@@ -156,7 +156,7 @@ def test_a_larger_budget_extends_the_same_path(
     assert float(long.l2.median()) <= float(short.l2.median()) + 1e-6
     # with a finite eps: inside the ball, success measured, and far more than random noise of that norm finds
     eps = 1.0
-    r = CGBA(threat=ThreatModel(norm="l2", eps=eps, access="label"), n_queries=150, **DIGITS).run(victim, x, y)
+    r = CGBA(threat=ThreatModel(norm="l2", eps=eps), n_queries=150, **DIGITS).run(victim, x, y)
     assert float(r.l2.max()) <= eps * (1 + TOL) + TOL
     assert torch.equal(r.success, victim.predict(r.x_adv) != y)
     assert torch.equal(r.success, short.l2 <= eps)  # the same path: adversarial within eps iff it got there
@@ -224,7 +224,7 @@ def test_targeted_starts_from_an_image_of_the_target_class(batch: tuple[Victim, 
     t = y.roll(1)  # each target is the label of another image of the batch
     t = torch.where(t == y, (y + 1) % 10, t)
     has_start = (y[None, :] == t[:, None]).any(1)
-    threat = ThreatModel(norm="l2", eps=100.0, access="label", targeted=True)
+    threat = ThreatModel(norm="l2", eps=100.0, targeted=True)
     r = CGBAH(threat=threat, n_queries=120, init_tries=5, **DIGITS).run(victim, x, y, target_labels=t)
     assert bool(r.success[has_start].all())
     assert torch.equal(r.success, victim.predict(r.x_adv) == t)

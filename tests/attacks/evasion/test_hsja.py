@@ -23,7 +23,7 @@ BIG = 100.0  # an eps the projection never cuts: the attack's own distances are 
 
 
 def _threat(norm: str = "l2", eps: float = BIG, **kw: object) -> ThreatModel:
-    return ThreatModel(norm=norm, eps=eps, access="label", **kw)  # type: ignore[arg-type]
+    return ThreatModel(norm=norm, eps=eps, **kw)  # type: ignore[arg-type]
 
 
 def _dist(r: object, norm: str) -> Tensor:

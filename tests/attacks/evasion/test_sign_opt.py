@@ -22,7 +22,7 @@ BIG = 1e3  # an eps no result reaches: the projection leaves it alone and l2 is 
 
 
 def _threat(eps: float = BIG, **kw: object) -> ThreatModel:
-    return ThreatModel(norm="l2", eps=eps, access="label", **kw)  # type: ignore[arg-type]
+    return ThreatModel(norm="l2", eps=eps, **kw)  # type: ignore[arg-type]
 
 
 class _Counting(nn.Module):

@@ -35,7 +35,7 @@ def victim(digits_checkpoint: Path) -> Victim:
 
 
 def transfer(surrogate: str, **params: str) -> Transfer:
-    return Transfer(threat=ThreatModel(eps=EPS, access="label"), surrogate=surrogate, **params)
+    return Transfer(threat=ThreatModel(eps=EPS), surrogate=surrogate, **params)
 
 
 @pytest.fixture(scope="module")
@@ -87,7 +87,7 @@ def test_base_params_reach_the_base_attack(surrogate: str, victim: Victim, digit
     attack = transfer(surrogate, base="pgd", base_params="steps=3, random_start=false")
     base = attack.base_attack()
     assert base.name == "pgd" and base.params()["steps"] == 3 and base.params()["random_start"] is False
-    assert base.threat.access == "white-box" and base.threat.eps == EPS
+    assert base.access == "white-box" and base.threat.eps == EPS
     a, b = attack.run(victim, x, y), attack.run(victim, x, y)
     assert torch.equal(a.x_adv, b.x_adv)
     assert a.params == {"surrogate": surrogate, "base": "pgd", "base_params": "steps=3, random_start=false"}
@@ -96,14 +96,14 @@ def test_base_params_reach_the_base_attack(surrogate: str, victim: Victim, digit
 def test_targeted_transfer(surrogate: str, victim: Victim, digits_data: Dataset) -> None:
     x, y = digits_data.x_test[:40], digits_data.y_test[:40]
     t = (y + 1) % 10
-    threat = ThreatModel(eps=0.3, access="label", targeted=True)
+    threat = ThreatModel(eps=0.3, targeted=True)
     r = Transfer(threat=threat, surrogate=surrogate, base_params="steps=20").run(victim, x, y, target_labels=t)
     assert r.extra["surrogate_success_rate"] > 0.5
     assert torch.equal(r.success, r.y_adv == t)
 
 
 def test_user_errors_are_one_line(surrogate: str, tmp_path: Path) -> None:
-    threat = ThreatModel(eps=EPS, access="label")
+    threat = ThreatModel(eps=EPS)
     cases = [
         ({}, ConfigError, "surrogate=PATH"),
         ({"surrogate": str(tmp_path / "none.safetensors")}, CheckpointError, "not found"),

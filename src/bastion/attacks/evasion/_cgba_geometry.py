@@ -18,7 +18,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
-from bastion.attacks.base import Attack, RunContext
+from bastion.attacks.evasion.base import EvasionAttack, RunContext
 from bastion.core.oracle import Oracle
 from bastion.core.params import param
 from bastion.core.progress import report
@@ -95,7 +95,7 @@ class Run:
 
 
 @dataclass(frozen=True, kw_only=True)
-class CGBAFamily(Attack):
+class CGBAFamily(EvasionAttack):
     """The loop of CGBA and CGBA-H (Reza, Rahmati, Wu, Bouzerdoum, ICCV 2023, arXiv 2308.03163).
 
     Not registered: `cgba` and `cgba-h` subclass it and implement `_search`. See `bastion.attacks.evasion.cgba`

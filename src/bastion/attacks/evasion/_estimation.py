@@ -17,9 +17,9 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
-from bastion.attacks.base import Attack, RunContext
 from bastion.attacks.evasion._gradient import normalize_l2
 from bastion.attacks.evasion._losses import make_loss, misclassified
+from bastion.attacks.evasion.base import EvasionAttack, RunContext
 from bastion.core.ops import project
 from bastion.core.oracle import Oracle, OutputMode
 from bastion.core.progress import report
@@ -46,7 +46,7 @@ def clipped_probe(x: Tensor, direction: Tensor, bounds: tuple[float, float]) -> 
 
 
 @dataclass(frozen=True, kw_only=True)
-class EstimationAttack(Attack):
+class EstimationAttack(EvasionAttack):
     """Base of the score-based attacks that climb the loss with an estimated gradient.
 
     A subclass declares `n_queries` and implements `_probe_cost`, `_lr`, `_init_state` and `_estimate`.

@@ -10,7 +10,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from bastion.attacks.base import Attack, RunContext
+from bastion.attacks.evasion.base import EvasionAttack, RunContext
 from bastion.core.ops import lp_norms
 from bastion.core.params import param
 from bastion.core.random import make_generator
@@ -20,7 +20,7 @@ __all__ = ["UniversalAttack", "apply", "fit_split", "fooling_rate", "project_v",
 
 
 @dataclass(frozen=True, kw_only=True)
-class UniversalAttack(Attack):
+class UniversalAttack(EvasionAttack):
     """An attack that fits one perturbation v for all images (subclasses write `_fit`).
 
     `run(victim, x, y)` splits the images it attacks by the seed into a fit part (`fit_fraction`)

@@ -27,9 +27,10 @@ from typing import ClassVar, Literal
 import torch
 from torch import Tensor
 
-from bastion.attacks.base import Attack, RunContext, register_attack
+from bastion.attacks.base import register_attack
 from bastion.attacks.evasion._gradient import loss_and_grad, normalize_l2
 from bastion.attacks.evasion._losses import ce, dlr, dlr_targeted
+from bastion.attacks.evasion.base import EvasionAttack, RunContext
 from bastion.core.errors import ConfigError
 from bastion.core.ops import project
 from bastion.core.params import param
@@ -248,7 +249,7 @@ def apgd_run(
 
 
 @dataclass(frozen=True, kw_only=True)
-class _APGD(Attack):
+class _APGD(EvasionAttack):
     """The three APGD attacks: parameters, runs on the still-robust samples, gradient checks."""
 
     loss_kind: ClassVar[_LossKind] = "ce"

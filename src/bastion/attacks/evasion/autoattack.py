@@ -9,8 +9,9 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from bastion.attacks.base import Attack, RunContext, register_attack
+from bastion.attacks.base import register_attack
 from bastion.attacks.evasion.apgd import APGDCE, APGDT
+from bastion.attacks.evasion.base import EvasionAttack, RunContext
 from bastion.attacks.evasion.fab import FABT
 from bastion.attacks.evasion.square import Square
 from bastion.core.params import param
@@ -26,7 +27,7 @@ SQUARE_FLAG = 0.002
 
 @register_attack("autoattack")
 @dataclass(frozen=True, kw_only=True)
-class AutoAttack(Attack):
+class AutoAttack(EvasionAttack):
     """The AutoAttack ensemble, version "standard". Croce & Hein, "Reliable evaluation of adversarial
     robustness with an ensemble of diverse parameter-free attacks", arXiv 2003.01690.
 
@@ -46,7 +47,7 @@ class AutoAttack(Attack):
     version: Literal["standard"] = param("standard", help="the reference's ensemble version")
     square_queries: int = param(5000, ge=1, help="Square's query budget per sample")
 
-    def stages(self) -> list[Attack]:
+    def stages(self) -> list[EvasionAttack]:
         """The configured stage attacks, in order."""
         common = {"threat": self.threat, "seed": self.seed}
         return [

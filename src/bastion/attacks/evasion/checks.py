@@ -20,9 +20,9 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from bastion.attacks.base import Attack
 from bastion.attacks.evasion._gradient import loss_and_grad
 from bastion.attacks.evasion._losses import ce
+from bastion.attacks.evasion.base import EvasionAttack
 from bastion.core.registry import ATTACKS
 from bastion.core.results import AttackResult
 from bastion.core.victim import Victim
@@ -80,11 +80,13 @@ def _zero_gradient(victim: Victim, x: Tensor, y: Tensor) -> str | None:
     return None
 
 
-def _rerun(attack: Attack, victim: Victim, x: Tensor, y: Tensor, **changes: object) -> AttackResult:
+def _rerun(attack: EvasionAttack, victim: Victim, x: Tensor, y: Tensor, **changes: object) -> AttackResult:
     return dataclasses.replace(attack, **changes).run(victim, x, y)  # type: ignore[arg-type]
 
 
-def _black_box_stronger(attack: Attack, result: AttackResult, victim: Victim, x: Tensor, y: Tensor) -> str | None:
+def _black_box_stronger(
+    attack: EvasionAttack, result: AttackResult, victim: Victim, x: Tensor, y: Tensor
+) -> str | None:
     if "square" not in ATTACKS or attack.name in ("square", "autoattack"):
         return None
     robust = (result.y_adv == result.y)[: x.shape[0]]
@@ -102,7 +104,7 @@ def _black_box_stronger(attack: Attack, result: AttackResult, victim: Victim, x:
     return None
 
 
-def _eps_large(attack: Attack, victim: Victim, x: Tensor, y: Tensor) -> str | None:
+def _eps_large(attack: EvasionAttack, victim: Victim, x: Tensor, y: Tensor) -> str | None:
     t = attack.threat
     span = t.bounds[1] - t.bounds[0]
     big = max(4 * t.eps, 0.5 * span) if t.norm == "linf" else max(4 * t.eps, 0.5 * span * x[0].numel() ** 0.5)
@@ -118,7 +120,7 @@ def _eps_large(attack: Attack, victim: Victim, x: Tensor, y: Tensor) -> str | No
     return None
 
 
-def _more_steps(attack: Attack, result: AttackResult, victim: Victim, x: Tensor, y: Tensor) -> str | None:
+def _more_steps(attack: EvasionAttack, result: AttackResult, victim: Victim, x: Tensor, y: Tensor) -> str | None:
     steps = getattr(attack, "steps", None)
     if not isinstance(steps, int):
         return None
@@ -134,7 +136,7 @@ def _more_steps(attack: Attack, result: AttackResult, victim: Victim, x: Tensor,
     return None
 
 
-def sanity_checks(attack: Attack, result: AttackResult, victim: Victim, x: Tensor, y: Tensor) -> list[str]:
+def sanity_checks(attack: EvasionAttack, result: AttackResult, victim: Victim, x: Tensor, y: Tensor) -> list[str]:
     """Run every check on the first `CHECK_SAMPLES` samples of the evaluation; return the warnings."""
     x, y = x[:CHECK_SAMPLES].to(victim.device), y[:CHECK_SAMPLES].to(victim.device)
     attacked = result.clean_correct[: x.shape[0]]

@@ -9,9 +9,10 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
-from bastion.attacks.base import Attack, RunContext, register_attack
+from bastion.attacks.base import register_attack
 from bastion.attacks.evasion._fab_projections import project_hyperplane_box
 from bastion.attacks.evasion._gradient import loss_and_grad
+from bastion.attacks.evasion.base import EvasionAttack, RunContext
 from bastion.core.ops import lp_norms
 from bastion.core.params import param
 from bastion.core.progress import report
@@ -28,7 +29,7 @@ def _gap(logits: Tensor, y: Tensor, t: Tensor) -> Tensor:
 
 @register_attack("fab-t")
 @dataclass(frozen=True, kw_only=True)
-class FABT(Attack):
+class FABT(EvasionAttack):
     """Targeted FAB, as AutoAttack runs it. Croce & Hein, "Minimally distorted adversarial examples with
     a fast adaptive boundary attack", arXiv 1907.02044; the targeted form is AutoAttack's (Croce & Hein,
     arXiv 2003.01690; reference fra31/auto-attack `autoattack/fab_base.py`).

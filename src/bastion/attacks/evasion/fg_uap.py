@@ -9,8 +9,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from bastion.attacks.base import RunContext, register_attack
+from bastion.attacks.base import register_attack
 from bastion.attacks.evasion._universal import UniversalAttack, apply, fooling_rate, project_v
+from bastion.attacks.evasion.base import RunContext
 from bastion.core.errors import ConfigError
 from bastion.core.features import find_head, penultimate_features
 from bastion.core.ops import batch_slices

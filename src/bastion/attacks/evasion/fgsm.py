@@ -7,9 +7,10 @@ from typing import ClassVar
 
 from torch import Tensor
 
-from bastion.attacks.base import Attack, RunContext, register_attack
+from bastion.attacks.base import register_attack
 from bastion.attacks.evasion._gradient import loss_and_grad, normalize_l2
 from bastion.attacks.evasion._losses import LossName, make_loss
+from bastion.attacks.evasion.base import EvasionAttack, RunContext
 from bastion.core.params import param
 from bastion.core.threat import Norm
 from bastion.core.victim import Victim
@@ -19,7 +20,7 @@ __all__ = ["FGSM"]
 
 @register_attack("fgsm")
 @dataclass(frozen=True, kw_only=True)
-class FGSM(Attack):
+class FGSM(EvasionAttack):
     """One gradient step of size eps. Goodfellow, Shlens, Szegedy, arXiv 1412.6572.
 
     L-inf: `x_adv = clip(x + eps * sign(grad))`; L2: `x + eps * grad / ||grad||_2`; targeted: a step

@@ -9,10 +9,11 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
-from bastion.attacks.base import Attack, RunContext, register_attack
+from bastion.attacks.base import register_attack
 from bastion.attacks.evasion._decision import checked_pool, sample_generators
 from bastion.attacks.evasion._estimation import query_room
 from bastion.attacks.evasion._gradient import normalize_l2
+from bastion.attacks.evasion.base import EvasionAttack, RunContext
 from bastion.core.ops import lp_norms
 from bastion.core.oracle import Oracle
 from bastion.core.params import param
@@ -36,7 +37,7 @@ class _Best:
 
 @register_attack("hsja")
 @dataclass(frozen=True, kw_only=True)
-class HSJA(Attack):
+class HSJA(EvasionAttack):
     """HopSkipJumpAttack. Chen, Jordan, Wainwright, IEEE S&P 2020, arXiv 1904.02144.
 
     Label-only: phi(x') = 1 when x' is adversarial (untargeted: label != y; targeted: label == t). From

@@ -7,9 +7,10 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from bastion.attacks.base import Attack, RunContext, register_attack
+from bastion.attacks.base import register_attack
 from bastion.attacks.evasion._gradient import loss_and_grad, normalize_l2
 from bastion.attacks.evasion._losses import LossName, make_loss, misclassified
+from bastion.attacks.evasion.base import EvasionAttack, RunContext
 from bastion.core.ops import project
 from bastion.core.params import param
 from bastion.core.progress import report
@@ -20,7 +21,7 @@ __all__ = ["MIFGSM"]
 
 @register_attack("mi-fgsm")
 @dataclass(frozen=True, kw_only=True)
-class MIFGSM(Attack):
+class MIFGSM(EvasionAttack):
     """Momentum iterative FGSM. Dong, Liao, Pang, Su, Zhu, Hu, Li, "Boosting Adversarial Attacks with
     Momentum", CVPR 2018, arXiv 1710.06081.
 

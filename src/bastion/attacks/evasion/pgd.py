@@ -7,9 +7,10 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from bastion.attacks.base import Attack, RunContext, register_attack
+from bastion.attacks.base import register_attack
 from bastion.attacks.evasion._gradient import loss_and_grad, normalize_l2, random_start
 from bastion.attacks.evasion._losses import LossName, make_loss, misclassified
+from bastion.attacks.evasion.base import EvasionAttack, RunContext
 from bastion.core.ops import project
 from bastion.core.params import param
 from bastion.core.progress import report
@@ -20,7 +21,7 @@ __all__ = ["PGD"]
 
 @register_attack("pgd")
 @dataclass(frozen=True, kw_only=True)
-class PGD(Attack):
+class PGD(EvasionAttack):
     """Projected gradient descent. Madry et al., "Towards Deep Learning Models Resistant to Adversarial
     Attacks", arXiv 1706.06083.
 

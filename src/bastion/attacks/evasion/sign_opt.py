@@ -9,10 +9,11 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
-from bastion.attacks.base import Attack, RunContext, register_attack
+from bastion.attacks.base import register_attack
 from bastion.attacks.evasion._decision import checked_pool, sample_generators
 from bastion.attacks.evasion._estimation import query_room
 from bastion.attacks.evasion._gradient import normalize_l2
+from bastion.attacks.evasion.base import EvasionAttack, RunContext
 from bastion.core.oracle import Oracle, OutputMode
 from bastion.core.params import param
 from bastion.core.progress import report
@@ -123,7 +124,7 @@ class _State:
 
 @register_attack("sign-opt")
 @dataclass(frozen=True, kw_only=True)
-class SignOPT(Attack):
+class SignOPT(EvasionAttack):
     """Sign-OPT. Cheng, Singh, Chen, Chen, Liu, Hsieh, ICLR 2020, arXiv 1909.10773; reference
     `cmhcbb/attackbox` `attack/Sign_OPT.py`.
 

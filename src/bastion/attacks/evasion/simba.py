@@ -10,9 +10,10 @@ from typing import ClassVar, Literal
 import torch
 from torch import Tensor
 
-from bastion.attacks.base import Attack, RunContext, register_attack
+from bastion.attacks.base import register_attack
 from bastion.attacks.evasion._estimation import query_room
 from bastion.attacks.evasion._losses import misclassified
+from bastion.attacks.evasion.base import EvasionAttack, RunContext
 from bastion.core.ops import project
 from bastion.core.oracle import Oracle, OutputMode
 from bastion.core.params import param
@@ -69,7 +70,7 @@ def basis_order(
 
 @register_attack("simba")
 @dataclass(frozen=True, kw_only=True)
-class SimBA(Attack):
+class SimBA(EvasionAttack):
     """SimBA and SimBA-DCT. Guo, Gardner, You, Wilson, Weinberger, "Simple Black-box Adversarial Attacks",
     ICML 2019, arXiv 1905.07121; reference cg563/simple-blackbox-attack (`simba.py`, `run_simba.py`).
 

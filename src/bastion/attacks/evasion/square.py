@@ -11,8 +11,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from bastion.attacks.base import Attack, RunContext, register_attack
+from bastion.attacks.base import register_attack
 from bastion.attacks.evasion._losses import max_other
+from bastion.attacks.evasion.base import EvasionAttack, RunContext
 from bastion.core.errors import DataError
 from bastion.core.oracle import Oracle, OutputMode
 from bastion.core.params import param
@@ -76,7 +77,7 @@ class _Records:
 
 @register_attack("square")
 @dataclass(frozen=True, kw_only=True)
-class Square(Attack):
+class Square(EvasionAttack):
     """Square Attack. Andriushchenko, Croce, Flammarion, Hein, ECCV 2020, arXiv 1912.00049.
 
     Random search with a score oracle: each iteration changes one square window of the current best

@@ -9,7 +9,8 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from bastion.attacks.base import Attack, RunContext, register_attack
+from bastion.attacks.base import register_attack
+from bastion.attacks.evasion.base import EvasionAttack, RunContext
 from bastion.core.errors import ConfigError, DataError
 from bastion.core.oracle import Oracle, OutputMode
 from bastion.core.params import param, parse_params
@@ -23,7 +24,7 @@ __all__ = ["Transfer"]
 
 @register_attack("transfer")
 @dataclass(frozen=True, kw_only=True)
-class Transfer(Attack):
+class Transfer(EvasionAttack):
     """Transfer attack: a white-box attack on a surrogate, its examples sent to the victim once.
 
     Szegedy et al. (arXiv 1312.6199) and Papernot, McDaniel, Goodfellow (arXiv 1605.07277) showed
@@ -66,7 +67,7 @@ class Transfer(Attack):
             )
         self.base_attack()  # the base attack's name and parameters are checked here too
 
-    def base_attack(self) -> Attack:
+    def base_attack(self) -> EvasionAttack:
         """The configured white-box attack that crafts on the surrogate (same threat model and seed)."""
         if self.base == self.name:
             raise ConfigError("transfer: base must be a white-box attack, not transfer itself")
@@ -76,10 +77,10 @@ class Transfer(Attack):
                 f"transfer: base must be a white-box attack run on the surrogate; {self.base!r} has {cls.access} access"
             )
         pairs = [p.strip() for p in self.base_params.split(",") if p.strip()]
-        threat = dataclasses.replace(self.threat, access="white-box", max_queries=None)
+        threat = dataclasses.replace(self.threat, max_queries=None)
         try:
             kwargs: dict[str, Any] = parse_params(cls, pairs)
-            attack: Attack = cls(threat=threat, seed=self.seed, **kwargs)
+            attack: EvasionAttack = cls(threat=threat, seed=self.seed, **kwargs)
         except ConfigError as e:
             raise ConfigError(f"transfer: base_params={self.base_params!r}: {e}") from None
         return attack

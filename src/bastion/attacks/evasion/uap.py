@@ -8,8 +8,9 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
-from bastion.attacks.base import RunContext, register_attack
+from bastion.attacks.base import register_attack
 from bastion.attacks.evasion._universal import UniversalAttack, apply, fooling_rate, project_v
+from bastion.attacks.evasion.base import RunContext
 from bastion.core.params import param
 from bastion.core.progress import report
 from bastion.core.victim import Victim

@@ -23,11 +23,11 @@ __all__ = ["PostProcess", "keep_label", "log_probs", "register_postprocess"]
 
 
 def register_postprocess(name: str) -> Any:
-    """Class decorator: set `cls.name` and add the class to the `DEFENSES` registry."""
+    """Class decorator: set `cls.name` and add the class to the `DEFENSES` registry (family `postprocess`)."""
 
     def add(cls: type[PostProcess]) -> type[PostProcess]:
         cls.name = name
-        DEFENSES.register(name)(cls)
+        DEFENSES.register(name, family="postprocess")(cls)
         return cls
 
     return add

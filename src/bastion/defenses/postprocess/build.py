@@ -17,9 +17,8 @@ def parse_defense(spec: str) -> PostProcess:
     name, _, rest = spec.strip().partition(":")
     if not name:
         raise ConfigError(f"a defense is given as NAME or NAME:key=value,...; got {spec!r}")
-    cls = DEFENSES.get(name)
-    if not (isinstance(cls, type) and issubclass(cls, PostProcess)):
-        raise ConfigError(f"defense {name!r} is not an output post-processor; it cannot filter an oracle's answers")
+    cls = DEFENSES.get(name, family="postprocess")
+    assert isinstance(cls, type) and issubclass(cls, PostProcess)
     pairs = [p for p in rest.split(",") if p.strip()]
     return cls(**parse_params(cls, pairs))
 

@@ -141,7 +141,7 @@ class CatastrophicOverfittingMonitor:
             restarts=self.restarts,
             seed=self.seed,
         )
-        result = attack.run(Victim(model, freeze=False, device=device), x, y)  # eval mode while attacking
+        result = attack.run(Victim(model, device=device), x, y)  # eval mode while attacking
         clean = accuracy(model, x, y)
         model.train(was_training)
         return clean, result.robust_accuracy

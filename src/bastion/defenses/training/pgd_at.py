@@ -68,7 +68,7 @@ class PGDAT(Recipe):
                 alpha=s["alpha"] * ramp,
                 early_stop=False,
             )
-            victim = Victim(model, freeze=False)  # eval mode while attacking; the loop restores train mode
+            victim = Victim(model)  # eval mode while attacking; the loop restores train mode
             return attack.perturb(victim, x, y, gen=gen)
 
         return Hooks(transform=adversarial)

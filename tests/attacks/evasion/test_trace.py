@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from bastion.attacks._trace import BUDGETS, QueryTrace
+from bastion.attacks.evasion._trace import BUDGETS, QueryTrace
 
 
 def test_distance_per_budget_and_first_success() -> None:
