@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 from collections.abc import Iterator
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,10 @@ from torch import nn
 from bastion.core import Victim
 from bastion.data import Dataset, load_dataset
 from bastion.models import build_model
+from bastion.models.checkpoint import CheckpointMeta, load_checkpoint, save_checkpoint
 from bastion.train import TrainConfig, fit, train_checkpoint
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -56,8 +60,44 @@ def digits_victim(digits_model: nn.Module) -> Victim:
     return Victim(digits_model, input_shape=(1, 8, 8))
 
 
+@pytest.fixture(scope="session")
+def overfit_checkpoint(tmp_path_factory: pytest.TempPathFactory, mnist_data: Dataset) -> Path:
+    """A `small_cnn` that memorised the first 200 training images of mnist5k (no augmentation, no weight
+    decay, 50 epochs): 100% on them, about 88% on the test split, so its membership leaks. (The 8x8
+    digits are too easy: a model that memorises 300 of them still scores 97% on the rest.) Trained with
+    `fit` and no per-epoch evaluation, which would cost ten times the training here."""
+    torch.manual_seed(0)
+    kwargs = {"num_classes": 10, "in_channels": 1, "image_size": 28, "mean": mnist_data.mean, "std": mnist_data.std}
+    model = build_model("small_cnn", **kwargs)
+    cfg = TrainConfig(epochs=50, lr=3e-3, augment="none", seed=0)
+    fit(model, mnist_data.x_train[:200], mnist_data.y_train[:200], cfg)
+    meta = CheckpointMeta(
+        architecture="small_cnn",
+        arch_kwargs={**kwargs, "mean": list(mnist_data.mean), "std": list(mnist_data.std)},
+        dataset="mnist5k",
+        split_seed=0,
+        train_n=200,
+        num_classes=10,
+        input_shape=(1, 28, 28),
+        mean=mnist_data.mean,
+        std=mnist_data.std,
+        recipe={"name": "standard", **asdict(cfg)},
+    )
+    return save_checkpoint(tmp_path_factory.mktemp("ckpt") / "small_cnn-mnist5k-overfit.safetensors", model, meta)
+
+
+@pytest.fixture(scope="session")
+def mnist_data() -> Dataset:
+    return load_dataset("mnist5k")
+
+
+@pytest.fixture(scope="session")
+def mnist_model() -> nn.Module:
+    """The default model (`small_cnn`, standard recipe, mnist5k; 98.4% test accuracy), shipped with the tests."""
+    return load_checkpoint(FIXTURES / "small_cnn-mnist5k.safetensors")[0]
+
+
 # --- pinned numbers --------------------------------------------------------------------------------
-FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
 
 class Pins:

@@ -43,7 +43,7 @@ def store(store_url: str) -> Iterator[Store]:
 
 TINY_PLAN = """\
 name: tiny
-description: three cheap scenarios on the 8x8 digits
+description: cheap scenarios of every kind on the 8x8 digits
 n: 40
 seed: 1
 scenarios:
@@ -58,6 +58,11 @@ scenarios:
     n: 20
     max_queries: 50
     params: {n_queries: 50}
+  - attack: modified-entropy
+    n: 100
+  - detector: energy
+    n: 100
+    sets: [uniform, inverted]
 """
 
 

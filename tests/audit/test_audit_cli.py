@@ -39,22 +39,38 @@ def test_audit_stores_every_scenario_and_writes_the_report(
     with Store(store_url) as store:
         stored = store.run(run_id)
     assert stored.status == "finished" and stored.plan_name == "tiny" and stored.seed == 1
-    assert stored.sample_indices == list(range(40)) and stored.data == "digits"
-    assert [r.key for r in stored.results] == ["fgsm@0.1", "fgsm@0.3", "pgd", "square"]
-    for r in stored.results:
+    assert stored.sample_indices == list(range(100)) and stored.data == "digits"  # the most any scenario uses
+    assert [r.key for r in stored.results] == ["fgsm@0.1", "fgsm@0.3", "pgd", "square", "modified-entropy", "energy"]
+    assert [r.family for r in stored.results] == ["evasion"] * 4 + ["membership", "ood"]
+    for r in stored.results[:4]:
         m = r.metrics
         assert 0.0 <= m["robust_accuracy"] <= m["clean_accuracy"] <= 1.0
         assert len(r.record["per_sample"]["y"]) == r.spec["n"]
         assert (len(r.artifacts) > 0) == (m["success_rate"] > 0) and len(r.artifacts) <= 4
         assert all(a.data.startswith(b"\x89PNG") for a in r.artifacts)
-    square = stored.results[-1]
+    mia, ood = stored.results[4:]
+    assert mia.record["n_positive"] == mia.record["n_negative"] == 100 and 0 <= mia.metrics["auroc"] <= 1
+    assert set(ood.metrics) == {
+        "auroc",
+        "fpr95",
+        "auroc_uniform",
+        "fpr95_uniform",
+        "auroc_inverted",
+        "fpr95_inverted",
+        "seconds",
+    }
+    assert ood.metrics["auroc"] == (ood.metrics["auroc_uniform"] + ood.metrics["auroc_inverted"]) / 2
+    assert len(ood.artifacts) == 1 and not mia.artifacts
+    square = stored.results[3]
     budgets = square.record["extra"]["query_curve"]["budgets"]
     assert square.metrics["queries_max"] <= 50 and budgets[-1] >= square.metrics["queries_max"]
     summary = json.loads((out / "summary.json").read_text())
     assert summary["run"]["id"] == run_id
-    assert [c["family"] for c in summary["scorecard"]] == ["white-box evasion", "black-box evasion", "sanity checks"]
+    families = ["white-box evasion", "black-box evasion", "sanity checks", "membership inference", "OOD detection"]
+    assert [c["family"] for c in summary["scorecard"]] == families
     html = (out / "report.html").read_text()
-    assert html.count("<svg") >= 2 and html.count("data:image/png;base64,") == sum(
+    assert 'id="membership-roc"' in html and 'id="ood-roc-energy"' in html
+    assert html.count("<svg") >= 4 and html.count("data:image/png;base64,") == sum(
         len(r.artifacts) for r in stored.results
     )
     assert not re.search(r"(src|href)\s*=\s*[\"']?(https?:)?//|url\(\s*[\"']?(https?:)?//|@import", html)  # no fetch
@@ -137,9 +153,9 @@ def test_report_compare_and_check(digits_checkpoint: Path, tiny_plan: Path, stor
     )
 
     code, stdout, _ = run("compare", "1", "2", *base)
-    assert code == 0 and "robust_accuracy.pgd" in stdout and "clean_accuracy" in stdout
+    assert code == 0 and "robust_accuracy.pgd" in stdout and "clean_accuracy" in stdout and "auroc.energy" in stdout
 
-    robust = json.loads((tmp_path / "a" / "summary.json").read_text())["scenarios"][2]["robust_accuracy"]
+    robust = json.loads((tmp_path / "a" / "summary.json").read_text())["scenarios"][2]["metrics"]["robust_accuracy"]
     code, stdout, _ = run("check", "1", "--min", f"robust_accuracy.pgd={robust - 0.01}", *base)
     assert code == 0 and "all 1 bound(s) hold" in stdout
     code, stdout, _ = run(
@@ -147,6 +163,8 @@ def test_report_compare_and_check(digits_checkpoint: Path, tiny_plan: Path, stor
     )
     assert code == 1 and "FAIL robust_accuracy.pgd" in stdout and "ok   seconds.fgsm@0.1" in stdout
 
+    code, stdout, _ = run("check", "1", "--min", "auroc.energy=0.5", "--max", "auroc.modified-entropy=0.99", *base)
+    assert code == 0 and "ok   auroc.energy" in stdout and "ok   auroc.modified-entropy" in stdout
     code, _, stderr = run("check", "1", "--min", "robust_accuracy.pdg=0.5", *base)
     assert code == 2 and "no metric 'robust_accuracy.pdg'. Did you mean \"robust_accuracy.pgd\"?" in stderr
     code, _, stderr = run("check", "1", "--min", "robust_accuracy.pgd", *base)

@@ -52,7 +52,7 @@ N = 24
 
 
 def test_every_registered_attack_has_cheap_settings() -> None:
-    assert set(CHEAP) == set(ATTACKS.names())
+    assert set(CHEAP) == set(ATTACKS.names("evasion"))
 
 
 def cases() -> list[tuple[str, str, float]]:

@@ -47,7 +47,7 @@ def test_registry_families_group_entries_and_restrict_lookups() -> None:
     assert reg.names("evasion") == ["pgd", "square"] and reg.names() == ["loss-threshold", "pgd", "square"]
     assert reg.get("pgd", family="evasion") == 1
     with pytest.raises(
-        UnknownNameError, match="unknown evasion attack 'loss-threshold' \\('loss-threshold' is a membership"
+        UnknownNameError, match="unknown evasion attack 'loss-threshold' \\('loss-threshold' is in the membership"
     ):
         reg.get("loss-threshold", family="evasion")
 

@@ -1,17 +1,27 @@
-"""bastion.audit: plans (YAML scenarios), the runner that applies them and stores each result."""
+"""bastion.audit: plans (YAML scenarios of registered kinds), the audit target, and the runner that
+applies a plan and stores each result."""
 
-import bastion.attacks.evasion  # noqa: F401  (registers the attacks plans name)
-from bastion.audit.plan import Plan, Scenario, builtin_plans, load_plan, parse_plan
-from bastion.audit.runner import AuditOutcome, AuditTarget, ScenarioEvent, run_audit
+import bastion.attacks.evasion
+import bastion.attacks.privacy
+import bastion.defenses  # noqa: F401  (register what plans name: attacks, OOD detectors, post-processors)
+from bastion.audit.kinds import KINDS, Scenario, ScenarioKind, ScenarioResult, presenters
+from bastion.audit.plan import Plan, builtin_plans, load_plan, parse_plan
+from bastion.audit.runner import AuditOutcome, ScenarioEvent, run_audit
+from bastion.audit.target import AuditTarget, Trainer
 
 __all__ = [
+    "KINDS",
     "AuditOutcome",
     "AuditTarget",
     "Plan",
     "Scenario",
     "ScenarioEvent",
+    "ScenarioKind",
+    "ScenarioResult",
+    "Trainer",
     "builtin_plans",
     "load_plan",
     "parse_plan",
+    "presenters",
     "run_audit",
 ]

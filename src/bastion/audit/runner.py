@@ -14,49 +14,19 @@ import platform
 import socket
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from dataclasses import dataclass
+from typing import Literal
 
 import torch
 
 import bastion
-from bastion.attacks.evasion.checks import sanity_checks
-from bastion.audit.plan import Plan, Scenario
+from bastion.audit.kinds import KINDS, Scenario
+from bastion.audit.plan import Plan
+from bastion.audit.target import AuditTarget
 from bastion.core.progress import ProgressFn
-from bastion.core.random import random_targets
-from bastion.core.results import AttackResult
-from bastion.core.victim import Victim
-from bastion.data import Dataset
-from bastion.report.images import triptych
-from bastion.report.summary import METRICS
-from bastion.store import Artifact, RunSpec, Store
+from bastion.store import RunSpec, Store
 
-__all__ = ["AuditOutcome", "AuditTarget", "ScenarioEvent", "run_audit"]
-
-GALLERY = 4  # adversarial examples kept per scenario
-
-
-@dataclass(frozen=True)
-class AuditTarget:
-    """The model under audit and the data it is audited on.
-
-    Attributes:
-        victim: the model.
-        dataset: the data set (the audit uses the first samples of its test split).
-        data: the data-set spec as given (`mnist5k`, `cifar10:/data`, ...).
-        split_seed: the seed of the train/test split.
-        model_name: how the model is shown (checkpoint file name, or the factory).
-        model_sha256: SHA-256 of the checkpoint (or weights) file: the model's identity in the store.
-        model_meta: what the checkpoint says about the model (architecture, recipe, accuracy ...).
-    """
-
-    victim: Victim
-    dataset: Dataset
-    data: str
-    split_seed: int
-    model_name: str
-    model_sha256: str
-    model_meta: dict[str, Any] = field(default_factory=dict)
+__all__ = ["AuditOutcome", "ScenarioEvent", "run_audit"]
 
 
 @dataclass(frozen=True)
@@ -80,13 +50,15 @@ class AuditOutcome:
 
 
 def _identity(target: AuditTarget, plan: Plan) -> str:
-    key = {
+    key: dict[str, object] = {
         "model": target.model_sha256,
         "data": target.data,
         "split_seed": target.split_seed,
         "plan": plan.sha256,
         "seed": plan.seed,
     }
+    if target.ood_name is not None:  # a second data set changes what the OOD scenarios measure
+        key["ood_data"] = target.ood_name
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
 
 
@@ -100,6 +72,7 @@ def run_audit(
 ) -> AuditOutcome:
     """Run (or resume) `plan` on `target`, storing each finished scenario at once; return the run's id."""
     start = time.perf_counter()
+    _check_target(target, plan)
     victim, ds = target.victim, target.dataset
     n = min(plan.n_max, ds.x_test.shape[0])
     x_all, y_all = ds.x_test[:n], ds.y_test[:n]
@@ -132,11 +105,17 @@ def run_audit(
             continue
         _tell(on_scenario, ScenarioEvent(i, total, sc, "started"))
         t0 = time.perf_counter()
-        _run_scenario(store, run_id, i - 1, sc, plan.seed, victim, ds, x_all, y_all, progress)
+        _run_scenario(store, run_id, i - 1, sc, plan.seed, target, progress)
         ran.append(sc.key)
         _tell(on_scenario, ScenarioEvent(i, total, sc, "done", time.perf_counter() - t0))
     store.finish_run(run_id)
     return AuditOutcome(run_id, resumed, tuple(ran), tuple(skipped), time.perf_counter() - start)
+
+
+def _check_target(target: AuditTarget, plan: Plan) -> None:
+    """Refuse, before anything runs, a plan that asks what the target cannot give."""
+    for sc in plan.scenarios:
+        KINDS.get(sc.kind).check(sc, target)
 
 
 def _run_scenario(
@@ -145,48 +124,23 @@ def _run_scenario(
     position: int,
     sc: Scenario,
     seed: int,
-    victim: Victim,
-    ds: Dataset,
-    x_all: torch.Tensor,
-    y_all: torch.Tensor,
+    target: AuditTarget,
     progress: ProgressFn | None,
 ) -> None:
-    x, y = x_all[: sc.n], y_all[: sc.n]
-    attack = sc.build(seed)
-    targets = random_targets(y, ds.num_classes, seed) if sc.targeted else None
-    result = attack.run(victim, x, y, target_labels=targets, progress=progress)
-    warnings = list(result.warnings)
-    if sc.checks:
-        warnings += sanity_checks(attack, result, victim, x, y)
-    record = result.to_dict()
-    record["warnings"] = warnings
+    result = KINDS.get(sc.kind).run(sc, target, seed=seed, progress=progress)
     store.add_result(
         run_id,
         key=sc.key,
         position=position,
-        family=sc.family,
-        method=sc.attack,
+        family=sc.kind,
+        method=sc.method,
         spec=sc.spec(),
-        metrics={k: record[k] for k in METRICS},
-        record=record,
-        warnings=warnings,
+        metrics=result.metrics,
+        record=result.record,
+        warnings=result.warnings,
         seconds=result.seconds,
-        artifacts=_gallery(result, x, ds.classes),
+        artifacts=result.artifacts,
     )
-
-
-def _gallery(result: AttackResult, x: torch.Tensor, classes: tuple[str, ...] | list[str]) -> list[Artifact]:
-    """Up to `GALLERY` successful adversarial examples: clean | adversarial | amplified perturbation."""
-    picks = (result.success & result.clean_correct).nonzero().squeeze(1)[:GALLERY].tolist()
-    out = []
-    for i in picks:
-        caption = (
-            f"{classes[int(result.y[i])]} → {classes[int(result.y_adv[i])]}  "
-            f"(L∞ {float(result.linf[i]):.3f}, L2 {float(result.l2[i]):.2f})"
-        )
-        png = triptych(x[i].cpu(), result.x_adv[i].cpu())
-        out.append(Artifact(name=f"example-{i}.png", mime="image/png", data=png, caption=caption))
-    return out
 
 
 def _tell(listener: Callable[[ScenarioEvent], None] | None, event: ScenarioEvent) -> None:

@@ -59,6 +59,14 @@ DataRootOpt = Annotated[
     Path | None, typer.Option(help="folder holding downloaded data sets (default $BASTION_DATA)", show_default=False)
 ]
 DeviceOpt = Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N")]
+OodDataOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--ood-data",
+        help="a second data set of the same image shape, used as one more OOD set (e.g. cifar100:/data)",
+        show_default=False,
+    ),
+]
 JsonOpt = Annotated[Path | None, typer.Option("--json", help="write the result as JSON here")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="no progress display")]
 

@@ -7,7 +7,7 @@ import sys
 import typer
 from typer.core import TyperGroup
 
-from bastion.cli import attack, audit, certify, listing, runs, train
+from bastion.cli import attack, audit, certify, lifecycle, listing, runs, train
 from bastion.cli import eval as eval_cmd
 from bastion.core.errors import BastionError
 
@@ -39,6 +39,8 @@ app.command("train")(train.train)
 app.command("eval")(eval_cmd.eval_)
 app.command("attack")(attack.attack)
 app.command("certify")(certify.certify)
+app.command("mia")(lifecycle.mia)
+app.command("ood")(lifecycle.ood)
 app.command("audit")(audit.audit)
 app.command("report")(runs.report)
 app.command("compare")(runs.compare)

@@ -28,7 +28,7 @@ from bastion.cli._common import (
     progress_bar,
 )
 from bastion.core.errors import ConfigError
-from bastion.core.params import parse_params
+from bastion.core.params import parse_eps, parse_params
 from bastion.core.random import random_targets
 from bastion.core.registry import ATTACKS
 from bastion.core.results import AttackResult
@@ -45,12 +45,9 @@ def _parse_eps(text: str | None, norm: str, channels: int) -> float:
     if text is None:
         return _DEFAULT_EPS[(norm, 1 if channels == 1 else 3)]
     try:
-        if "/" in text:
-            num, den = text.split("/")
-            return float(num) / float(den)
-        return float(text)
-    except (ValueError, ZeroDivisionError):
-        raise ConfigError(f"--eps takes a number such as 0.3 or 8/255; got {text!r}") from None
+        return parse_eps(text)
+    except ConfigError as e:
+        raise ConfigError(f"--{e}") from None
 
 
 def attack(

@@ -5,7 +5,6 @@ With no arguments it trains (or reuses) `small_cnn` on `mnist5k` and runs the `q
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -14,8 +13,7 @@ from typing import Annotated
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from bastion._atomic import sha256_file
-from bastion.audit import AuditTarget, ScenarioEvent, load_plan, run_audit
+from bastion.audit import AuditTarget, ScenarioEvent, load_plan, presenters, run_audit
 from bastion.cli._common import (
     BoundsOpt,
     CheckpointOpt,
@@ -24,14 +22,15 @@ from bastion.cli._common import (
     LogitsKeyOpt,
     MeanOpt,
     ModelOpt,
+    OodDataOpt,
     QuietOpt,
     StdOpt,
     WeightsOpt,
     console,
-    load_victim_and_data,
     out,
     progress_bar,
 )
+from bastion.cli._target import audit_target
 from bastion.cli.runs import DbOpt, open_store
 from bastion.core.progress import ProgressEvent, ProgressFn
 from bastion.report import write_report
@@ -62,6 +61,7 @@ def audit(
     bounds: BoundsOpt = "0,1",
     logits_key: LogitsKeyOpt = None,
     data_root: DataRootOpt = None,
+    ood_data: OodDataOpt = None,
     device: DeviceOpt = "auto",
     quiet: QuietOpt = False,
 ) -> None:
@@ -81,13 +81,14 @@ def audit(
             logits_key=logits_key,
             data=data,
             data_root=data_root,
+            ood_data=ood_data,
             device=device,
             quiet=quiet,
         )
         with _display(quiet) as (on_scenario, progress):
             outcome = run_audit(target, the_plan, store, on_scenario=on_scenario, progress=progress)
         folder = out_dir if out_dir is not None else Path("runs") / f"run-{outcome.run_id}"
-        html, summary = write_report(store, outcome.run_id, folder)
+        html, summary = write_report(store, outcome.run_id, folder, presenters())
         url = store.url
     if outcome.resumed:
         console.print(
@@ -100,7 +101,7 @@ def audit(
         highlight=False,
     )
     for card in summary["scorecard"]:
-        out.print(f"  {card['family']:<18} {card['headline_text']:>10}  {card['label']}", highlight=False)
+        out.print(f"  {card['family']:<22} {card['headline_text']:>10}  {card['label']}", highlight=False)
     out.print(f"report: {html}", highlight=False)
 
 
@@ -115,6 +116,7 @@ def _target(
     logits_key: str | None,
     data: str | None,
     data_root: Path | None,
+    ood_data: str | None,
     device: str,
     quiet: bool,
 ) -> AuditTarget:
@@ -127,7 +129,7 @@ def _target(
                 train_checkpoint(
                     model="small_cnn", data=data or "mnist5k", out=checkpoint, data_root=data_root, progress=progress
                 )
-    loaded = load_victim_and_data(
+    return audit_target(
         checkpoint=checkpoint,
         model=model,
         weights=weights,
@@ -137,25 +139,8 @@ def _target(
         logits_key=logits_key,
         data=data,
         data_root=data_root,
+        ood_data=ood_data,
         device=device,
-    )
-    if checkpoint is not None:
-        name, sha = checkpoint.name, sha256_file(checkpoint)
-        meta = loaded.meta.to_dict() if loaded.meta is not None else {}
-    else:
-        assert model is not None
-        name = model
-        weights_sha = sha256_file(weights) if weights is not None else ""
-        sha = hashlib.sha256(f"{model}\0{weights_sha}\0{mean}\0{std}\0{bounds}".encode()).hexdigest()
-        meta = {"factory": model, "weights": str(weights) if weights else None, "dataset": loaded.data}
-    return AuditTarget(
-        victim=loaded.victim,
-        dataset=loaded.dataset,
-        data=loaded.data,
-        split_seed=loaded.split_seed,
-        model_name=name,
-        model_sha256=sha,
-        model_meta=meta,
     )
 
 
@@ -180,7 +165,7 @@ def _display(quiet: bool) -> Iterator[tuple[Callable[[ScenarioEvent], None] | No
         def on_scenario(e: ScenarioEvent) -> None:
             bar.update(overall, total=e.total, completed=e.index - (e.state == "started"), info=e.scenario.key)
             if e.state == "started":
-                bar.reset(step, total=None, description=f"  {e.scenario.attack}", info="", visible=True)
+                bar.reset(step, total=None, description=f"  {e.scenario.method}", info="", visible=True)
             elif e.state == "done":
                 bar.update(step, visible=False)
                 console.print(f"  {e.scenario.key:<24} done in {e.seconds:.1f} s", highlight=False)

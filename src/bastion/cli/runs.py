@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import os
 from pathlib import Path
 from typing import Annotated
@@ -10,8 +9,10 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from bastion.audit import presenters
 from bastion.cli._common import out
 from bastion.core.errors import ConfigError, did_you_mean
+from bastion.report import format_metric as _fmt
 from bastion.report import metric_names, metric_value, summarize, write_report
 from bastion.store import DEFAULT_URL, Store
 
@@ -36,16 +37,8 @@ def report(
     """Write the HTML report and summary.json of a stored run."""
     folder = out_dir if out_dir is not None else Path("runs") / f"run-{run_id}"
     with open_store(db) as store:
-        html, _ = write_report(store, run_id, folder)
+        html, _ = write_report(store, run_id, folder, presenters())
     out.print(f"report: {html}", highlight=False)
-
-
-def _fmt(name: str, v: float | None) -> str:
-    if v is None or math.isnan(v):
-        return "–"
-    if name.startswith(("clean_accuracy", "robust_accuracy", "success_rate")):
-        return f"{100 * v:.1f}%"
-    return f"{v:.4g}"
 
 
 def compare(
@@ -55,7 +48,7 @@ def compare(
 ) -> None:
     """Print two runs' numbers side by side with their differences (B - A)."""
     with open_store(db) as store:
-        a, b = summarize(store.run(run_a)), summarize(store.run(run_b))
+        a, b = summarize(store.run(run_a), presenters()), summarize(store.run(run_b), presenters())
     table = Table(title=f"run {run_a} ({a['model']['name']}) vs run {run_b} ({b['model']['name']})")
     for col in ("metric", f"run {run_a}", f"run {run_b}", "B - A"):
         table.add_column(col, justify="left" if col == "metric" else "right")
@@ -67,7 +60,12 @@ def compare(
         va, vb = metric_value(a, name), metric_value(b, name)
         delta = None if va is None or vb is None else vb - va
         sign = "" if delta is None or delta <= 0 else "+"
-        table.add_row(name, _fmt(name, va), _fmt(name, vb), "–" if delta is None else sign + _fmt(name, delta))
+        table.add_row(
+            name,
+            _fmt(name, va),
+            _fmt(name, vb),
+            "–" if delta is None else sign + _fmt(name, delta),
+        )
         shown += 1
     only = sorted({s["key"] for s in a["scenarios"]} ^ {s["key"] for s in b["scenarios"]})
     out.print(table)
@@ -101,14 +99,15 @@ def check(
 ) -> None:
     """A CI gate: exit 1 when a stored run's number breaks a bound, 0 when all hold.
 
-    Metrics are `clean_accuracy` and METRIC.SCENARIO, METRIC one of robust_accuracy, success_rate,
-    l2_median, linf_max, queries_mean, queries_median, queries_max, seconds, clean_accuracy.
+    Metrics are `clean_accuracy` and METRIC.SCENARIO, where each scenario kind stores its own METRICs
+    (evasion: robust_accuracy, success_rate, l2_median, ...; membership: auroc, tpr_at_fpr_1e-3, ...;
+    ood: auroc, fpr95, ...; docs/audits.md lists them). A wrong name is answered with the closest one.
     """
     bounds = [(*_bound(t, "--min"), ">=") for t in minimum or []] + [(*_bound(t, "--max"), "<=") for t in maximum or []]
     if not bounds:
         raise ConfigError("give at least one bound: --min METRIC=NUMBER or --max METRIC=NUMBER")
     with open_store(db) as store:
-        summary = summarize(store.run(run_id))
+        summary = summarize(store.run(run_id), presenters())
     known = metric_names(summary)
     for name, _, _ in bounds:
         if name not in known:
@@ -119,7 +118,8 @@ def check(
         ok = value is not None and (value >= limit if op == ">=" else value <= limit)
         failed += not ok
         out.print(
-            f"{'ok  ' if ok else 'FAIL'} {name} = {_fmt(name, value)} (bound {op} {_fmt(name, limit)})", highlight=False
+            f"{'ok  ' if ok else 'FAIL'} {name} = {_fmt(name, value)} (bound {op} {_fmt(name, limit)})",
+            highlight=False,
         )
     if failed:
         out.print(f"{failed} of {len(bounds)} bound(s) failed", highlight=False)

@@ -31,6 +31,16 @@ def train(
     lr: Annotated[
         float | None, typer.Option(help="peak learning rate (default: the recipe's)", show_default=False)
     ] = None,
+    augment: Annotated[
+        str | None, typer.Option(help="none, shift or crop-flip (default: the recipe's)", show_default=False)
+    ] = None,
+    weight_decay: Annotated[
+        float | None, typer.Option(help="weight decay (default: the recipe's)", show_default=False)
+    ] = None,
+    train_n: Annotated[
+        int | None,
+        typer.Option(help="train on the first N training images only (default: all)", show_default=False),
+    ] = None,
     seed: Annotated[int, typer.Option(help="seeds weights, shuffling and augmentation")] = 0,
     split_seed: Annotated[int, typer.Option(help="seeds the data set's train/test split")] = 0,
     out_path: Annotated[
@@ -58,9 +68,12 @@ def train(
             data_root=data_root,
             device=device,
             progress=progress,
+            train_n=train_n,
             epochs=epochs,
             batch_size=batch_size,
             lr=lr,
+            augment=augment,
+            weight_decay=weight_decay,
         )
     h = result.history
     if not quiet:

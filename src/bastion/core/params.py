@@ -17,7 +17,16 @@ from typing import Any, Literal, Union, get_args, get_origin
 
 from bastion.core.errors import ConfigError, did_you_mean
 
-__all__ = ["ParamSpec", "param", "param_fields", "params_dict", "parse_params", "validate_params"]
+__all__ = [
+    "ParamSpec",
+    "param",
+    "param_fields",
+    "params_dict",
+    "parse_eps",
+    "parse_number",
+    "parse_params",
+    "validate_params",
+]
 
 
 @dataclass(frozen=True)
@@ -130,15 +139,33 @@ def _parse_one(text: str, tp: Any, name: str, owner: str) -> Any:
                 continue
         elif opt is float:
             try:
-                if "/" in text:  # eps written as 8/255
-                    num, den = text.split("/")
-                    return float(num) / float(den)
-                return float(text)
-            except (ValueError, ZeroDivisionError):
+                return parse_number(text)
+            except ValueError:
                 continue
         elif opt is str:
             return text
     raise ConfigError(f"{owner}: {name} must be {_describe(tp)}; got {text!r}")
+
+
+def parse_number(text: str) -> float:
+    """`"0.3"` -> 0.3 and `"8/255"` -> 8/255 (radii are written as fractions of the pixel range); a
+    `ValueError` for anything else."""
+    num, sep, den = text.strip().partition("/")
+    try:
+        return float(num) / float(den) if sep else float(num)
+    except ZeroDivisionError:
+        raise ValueError(f"division by zero in {text!r}") from None
+
+
+def parse_eps(value: str | float) -> float:
+    """A perturbation radius: a number >= 0, or a fraction such as 8/255 in a string; `ConfigError` otherwise."""
+    try:
+        eps = parse_number(value) if isinstance(value, str) else value
+    except ValueError:
+        eps = math.nan
+    if isinstance(eps, bool) or not isinstance(eps, int | float) or not math.isfinite(eps) or eps < 0:
+        raise ConfigError(f"eps takes a number >= 0 or a fraction such as 8/255; got {value!r}")
+    return float(eps)
 
 
 def parse_params(cls: type, pairs: list[str]) -> dict[str, Any]:

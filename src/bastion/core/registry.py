@@ -46,7 +46,7 @@ class Registry(Generic[T]):
             what = f"{family} {self.kind}" if family else self.kind
             hint = ""
             if family and name in self._items:
-                hint = f" ({name!r} is a {self._families[name]} {self.kind})"
+                hint = f" ({name!r} is in the {self._families[name]} family)"
             raise UnknownNameError(
                 f"unknown {what} {name!r}{hint}.{did_you_mean(name, names)} Known: {', '.join(names) or 'none'}"
             )

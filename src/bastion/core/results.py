@@ -8,9 +8,10 @@ from typing import Any
 
 from torch import Tensor
 
+from bastion.core import metrics
 from bastion.core.threat import Access, ThreatModel
 
-__all__ = ["AttackResult", "perturbation_norms"]
+__all__ = ["AttackResult", "DetectionResult", "perturbation_norms"]
 
 
 def perturbation_norms(x: Tensor, x_adv: Tensor) -> dict[str, Tensor]:
@@ -122,6 +123,77 @@ class AttackResult:
                 "l2": [round(v, 6) for v in self.l2.tolist()],
                 "linf": [round(v, 6) for v in self.linf.tolist()],
                 "target": None if self.target_labels is None else self.target_labels.tolist(),
+            },
+            "extra": dict(self.extra),
+        }
+
+
+@dataclass(frozen=True, kw_only=True)
+class DetectionResult:
+    """Scores that separate positives from negatives: a membership-inference attack's (positive = a
+    member of the training set), an OOD detector's (positive = in-distribution), later backdoor
+    detectors'. A higher score means "more likely positive"; the metrics come from the scores alone
+    (`bastion.core.metrics`), so they never depend on a threshold the method picked.
+
+    Attributes:
+        method: the registered name of the attack or detector.
+        params: its hyperparameters (plain JSON types).
+        seed: the seed of its generator.
+        scores: one score per sample (N,).
+        positive: which samples are positives (N,).
+        seconds: wall time.
+        queries: model queries spent per sample (N,), for methods that query a model, else None.
+        warnings: findings that cast doubt on the numbers.
+        extra: method-specific records (plain JSON types).
+    """
+
+    method: str
+    params: dict[str, Any]
+    seed: int
+    scores: Tensor
+    positive: Tensor
+    seconds: float
+    queries: Tensor | None = None
+    warnings: tuple[str, ...] = ()
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def auroc(self) -> float:
+        return metrics.auroc(self.scores, self.positive)
+
+    def tpr_at_fpr(self, max_fpr: float) -> float:
+        return metrics.tpr_at_fpr(self.scores, self.positive, max_fpr)
+
+    def fpr_at_tpr(self, min_tpr: float) -> float:
+        return metrics.fpr_at_tpr(self.scores, self.positive, min_tpr)
+
+    @property
+    def balanced_accuracy(self) -> float:
+        return metrics.best_balanced_accuracy(self.scores, self.positive)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The record: headline metrics, the ROC curve's corners and the per-sample scores."""
+        fpr, tpr = metrics.roc_corners(self.scores, self.positive)
+        n_pos = int(self.positive.sum())
+        return {
+            "method": self.method,
+            "params": dict(self.params),
+            "seed": self.seed,
+            "n": int(self.scores.numel()),
+            "n_positive": n_pos,
+            "n_negative": int(self.scores.numel()) - n_pos,
+            "auroc": self.auroc,
+            "tpr_at_fpr_1e-3": self.tpr_at_fpr(1e-3),
+            "tpr_at_fpr_1e-2": self.tpr_at_fpr(1e-2),
+            "fpr95": self.fpr_at_tpr(0.95),
+            "balanced_accuracy": self.balanced_accuracy,
+            "seconds": self.seconds,
+            "queries_max": None if self.queries is None else int(self.queries.max()),
+            "warnings": list(self.warnings),
+            "roc": {"fpr": fpr, "tpr": tpr},
+            "per_sample": {
+                "score": [round(v, 6) for v in self.scores.double().tolist()],
+                "positive": self.positive.tolist(),
             },
             "extra": dict(self.extra),
         }

@@ -41,6 +41,7 @@ class CheckpointMeta:
         arch_kwargs: the arguments the architecture was built with.
         dataset: the data-set spec the model was trained on (e.g. "mnist5k").
         split_seed: the seed of that data set's train/test split.
+        train_n: the model was trained on the first `train_n` images of the training split (None: all).
         num_classes: K.
         input_shape: (C, H, W) of the inputs.
         mean, std: the normalisation inside the model, per channel.
@@ -58,6 +59,7 @@ class CheckpointMeta:
     dataset: str
     split_seed: int
     num_classes: int
+    train_n: int | None = None
     input_shape: tuple[int, int, int]
     mean: tuple[float, ...]
     std: tuple[float, ...]

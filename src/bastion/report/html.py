@@ -1,12 +1,13 @@
 """The self-contained HTML report of a stored run (Jinja2; plots as inline SVG, images as data URIs)
-and its `summary.json`."""
+and its `summary.json`. Each family's section comes from its presenter (the audit's scenario kinds);
+a family with no presenter still gets a table of its stored metrics."""
 
 from __future__ import annotations
 
 import base64
 import io
 import json
-import math
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -14,9 +15,9 @@ from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescap
 from PIL import Image
 
 from bastion._atomic import atomic_path, write_json
-from bastion.report.plots import plots
-from bastion.report.summary import summarize
-from bastion.store import RunRow, Store
+from bastion.report.sections import Presenter, Section, Table, format_metric, pct
+from bastion.report.summary import by_family, summarize
+from bastion.store import ResultRow, RunRow, Store
 
 __all__ = ["render", "write_report"]
 
@@ -29,17 +30,9 @@ _ENV = Environment(
 )
 
 
-def _pct(v: float | None) -> str:
-    return "–" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{100 * v:.1f}%"
-
-
-def _num(v: float | None) -> str:
-    return "–" if v is None else f"{v:.3g}"
-
-
-def _gallery(run: RunRow) -> list[tuple[str, list[dict[str, Any]]]]:
+def _gallery(results: Sequence[ResultRow]) -> list[tuple[str, list[dict[str, Any]]]]:
     out = []
-    for r in run.results:
+    for r in results:
         items = []
         for a in r.artifacts:
             if a.mime != "image/png":
@@ -53,11 +46,19 @@ def _gallery(run: RunRow) -> list[tuple[str, list[dict[str, Any]]]]:
     return out
 
 
+def _generic_section(family: str, results: Sequence[ResultRow]) -> Section:
+    """The stored metrics of a family this version does not know how to present."""
+    names = list(dict.fromkeys(k for r in results for k in r.metrics))
+    rows = [[r.key, r.method, *(format_metric(k, r.metrics.get(k)) for k in names)] for r in results]
+    table = Table(["scenario", "method", *names], rows, [False, False, *([True] * len(names))])
+    return Section(id=family, title=family, intro=f"Scenarios of the {family} family, as stored.", tables=[table])
+
+
 def _model_rows(meta: dict[str, Any]) -> list[tuple[str, str]]:
-    keys = ("architecture", "arch_kwargs", "dataset", "split_seed", "num_classes", "input_shape", "recipe")
+    keys = ("architecture", "arch_kwargs", "dataset", "split_seed", "train_n", "num_classes", "input_shape", "recipe")
     rows = [(k.replace("_", " "), _plain(meta[k])) for k in keys if meta.get(k) not in (None, {}, ())]
     if meta.get("clean_accuracy") is not None:
-        rows.append(("clean accuracy at training", _pct(meta["clean_accuracy"])))
+        rows.append(("clean accuracy at training", pct(meta["clean_accuracy"])))
     if meta.get("factory"):
         rows.append(("factory", meta["factory"]))
     rows += [(f"training event: {e.get('kind', 'event')}", _plain(e)) for e in meta.get("events", ())]
@@ -70,9 +71,9 @@ def _plain(v: Any) -> str:
     return v if isinstance(v, str) else json.dumps(v, sort_keys=True)
 
 
-def render(run: RunRow, summary: dict[str, Any] | None = None) -> str:
+def render(run: RunRow, presenters: Mapping[str, Presenter], summary: dict[str, Any] | None = None) -> str:
     """The report of `run` as one HTML document."""
-    s = summary if summary is not None else summarize(run)
+    s = summary if summary is not None else summarize(run, presenters)
     r = s["run"]
     run_rows = [
         ("plan", f"{r['plan']} (sha256 {r['plan_sha256'][:16]}…)"),
@@ -84,26 +85,33 @@ def render(run: RunRow, summary: dict[str, Any] | None = None) -> str:
         ("started", r["started_at"]),
         ("ended", r["ended_at"] or "unfinished"),
     ]
+    sections = []
+    for family, results in by_family(run).items():
+        if family in presenters:
+            section = presenters[family].section(results, s["curves"][family])
+        else:
+            section = _generic_section(family, results)
+        sections.append((section, _gallery(results)))
     warnings = [(sc["key"], w) for sc in s["scenarios"] for w in sc["warnings"]]
     return _ENV.get_template("report.html.j2").render(
         s=s,
-        plots=plots(s["curves"]),
-        gallery=_gallery(run),
+        sections=sections,
         warnings=warnings,
         model_rows=_model_rows(s["model"]["meta"]),
         run_rows=run_rows,
-        pct=_pct,
-        num=_num,
+        pct=pct,
     )
 
 
-def write_report(store: Store, run_id: int, out: str | Path) -> tuple[Path, dict[str, Any]]:
+def write_report(
+    store: Store, run_id: int, out: str | Path, presenters: Mapping[str, Presenter]
+) -> tuple[Path, dict[str, Any]]:
     """Write `report.html` and `summary.json` of run `run_id` into folder `out` (atomically); return the
     HTML file's path and the summary."""
     run = store.run(run_id)
-    summary = summarize(run)
+    summary = summarize(run, presenters)
     folder = Path(out)
-    html = render(run, summary)
+    html = render(run, presenters, summary)
     path = folder / "report.html"
     with atomic_path(path) as tmp:
         tmp.write_text(html, encoding="utf-8")

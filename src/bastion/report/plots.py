@@ -1,10 +1,13 @@
-"""The report's plots, drawn with matplotlib (Agg) and inlined as SVG so the report needs no network."""
+"""The report's plot primitives, drawn with matplotlib (Agg) and inlined as SVG so the report needs no
+network: line charts in one or more panels, and ROC curves (log-log by default, as the
+membership-inference literature plots them: the low-FPR corner is where an attack matters)."""
 
 from __future__ import annotations
 
 import io
 import re
-from typing import Any
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 import matplotlib
 
@@ -12,7 +15,7 @@ matplotlib.use("Agg")  # no screen; must precede pyplot
 import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
 
-__all__ = ["plots"]
+__all__ = ["Panel", "lines", "roc"]
 
 _STYLE = {
     "figure.figsize": (6.0, 3.6),
@@ -25,6 +28,18 @@ _STYLE = {
 }
 
 
+@dataclass(frozen=True)
+class Panel:
+    """One set of axes: a line per series, each a list of (x, y) points (None y values are skipped)."""
+
+    xlabel: str
+    ylabel: str
+    series: dict[str, Sequence[tuple[float, float | None]]]
+    percent: bool = False  # y values are shares in [0, 1], drawn as percentages
+    xlog: bool = False
+    markers: bool = True
+
+
 def _svg(fig: Figure) -> str:
     buf = io.StringIO()
     fig.savefig(buf, format="svg", bbox_inches="tight", metadata={"Date": None})
@@ -34,69 +49,43 @@ def _svg(fig: Figure) -> str:
     return re.sub(r"<metadata>.*?</metadata>\s*", "", text, flags=re.DOTALL)  # the RDF block says nothing here
 
 
-def _robust_vs_eps(curves: dict[str, list[list[float]]]) -> str:
-    norms = sorted({label.rsplit("(", 1)[1].rstrip(")") for label in curves})
-    fig, axes = plt.subplots(1, len(norms), squeeze=False, figsize=(6.0 if len(norms) == 1 else 9.0, 3.6))
-    for ax, norm in zip(axes[0], norms, strict=True):
-        for label, points in sorted(curves.items()):
-            if not label.endswith(f"({norm})"):
-                continue
-            eps, acc = zip(*points, strict=True)
-            ax.plot(eps, [100 * a for a in acc], marker="o", label=label.rsplit(" (", 1)[0])
-        ax.set_xlabel(f"ε ({'L∞' if norm == 'linf' else 'L2'})")
-        ax.set_ylabel("robust accuracy (%)")
-        ax.set_ylim(-2, 102)
-        ax.legend(frameon=False)
-    return _svg(fig)
-
-
-def _vs_queries(curves: dict[str, dict[str, Any]], field: str, ylabel: str, percent: bool) -> str:
-    fig, ax = plt.subplots()
-    for key, c in sorted(curves.items()):
-        ys = [None if v is None else (100 * v if percent else v) for v in c[field]]
-        pts = [(q, v) for q, v in zip(c["queries"], ys, strict=True) if v is not None]
-        if pts:
-            qs, vs = zip(*pts, strict=True)
-            ax.plot(qs, vs, marker="o", label=key)
-    ax.set_xscale("log")
-    ax.set_xlabel("queries per image")
-    ax.set_ylabel(ylabel)
-    if percent:
-        ax.set_ylim(-2, 102)
-    ax.legend(frameon=False)
-    return _svg(fig)
-
-
-def plots(curves: dict[str, Any]) -> list[dict[str, str]]:
-    """The plots a summary's curves allow: [{"id", "title", "caption", "svg"}], skipping those with no data."""
-    out = []
+def lines(panels: Sequence[Panel]) -> str:
+    """Panels side by side, as one SVG."""
     with plt.rc_context(_STYLE):
-        if curves["robust_vs_eps"]:
-            out.append(
-                {
-                    "id": "robust-vs-eps",
-                    "title": "Robust accuracy vs ε",
-                    "caption": "Share of the audited images still classified correctly as the attacker's budget grows.",
-                    "svg": _robust_vs_eps(curves["robust_vs_eps"]),
-                }
-            )
-        if curves["success_vs_queries"]:
-            out.append(
-                {
-                    "id": "success-vs-queries",
-                    "title": "Success rate vs queries",
-                    "caption": "Share of the correctly classified images a query attack has fooled within a budget.",
-                    "svg": _vs_queries(curves["success_vs_queries"], "success_rate", "success rate (%)", True),
-                }
-            )
-        if curves["distance_vs_queries"]:
-            out.append(
-                {
-                    "id": "distance-vs-queries",
-                    "title": "Median perturbation vs queries",
-                    "caption": "Median distance of the best adversarial input a decision-based attack holds "
-                    "after each budget (lower is a stronger attack).",
-                    "svg": _vs_queries(curves["distance_vs_queries"], "median", "median distance", False),
-                }
-            )
-    return out
+        fig, axes = plt.subplots(1, len(panels), squeeze=False, figsize=(6.0 if len(panels) == 1 else 9.0, 3.6))
+        for ax, panel in zip(axes[0], panels, strict=True):
+            for label, points in sorted(panel.series.items()):
+                pts = [(x, y) for x, y in points if y is not None]
+                if not pts:
+                    continue
+                xs, ys = zip(*pts, strict=True)
+                ys = tuple(100 * y for y in ys) if panel.percent else ys
+                ax.plot(xs, ys, marker="o" if panel.markers else None, label=label)
+            if panel.xlog:
+                ax.set_xscale("log")
+            ax.set_xlabel(panel.xlabel)
+            ax.set_ylabel(panel.ylabel)
+            if panel.percent:
+                ax.set_ylim(-2, 102)
+            ax.legend(frameon=False)
+        return _svg(fig)
+
+
+def roc(curves: dict[str, tuple[Sequence[float], Sequence[float]]], *, log: bool = True, floor: float = 1e-3) -> str:
+    """ROC curves (FPR on x, TPR on y) with the chance diagonal; on log-log axes from `floor` (the smallest
+    FPR the negatives can resolve) to 1 when `log`."""
+    with plt.rc_context(_STYLE):
+        fig, ax = plt.subplots(figsize=(4.6, 4.0))
+        for label, (fpr, tpr) in sorted(curves.items()):
+            ax.plot(fpr, tpr, label=label)  # the corners of the ROC staircase: straight lines between them
+        lo = floor if log else 0.0
+        ax.plot([lo, 1], [lo, 1], linestyle=":", color="grey", label="chance")
+        if log:
+            ax.set_xscale("log")
+            ax.set_yscale("log")
+        ax.set_xlim(lo, 1)
+        ax.set_ylim(lo, 1.02 if not log else 1.05)
+        ax.set_xlabel("false positive rate")
+        ax.set_ylabel("true positive rate")
+        ax.legend(frameon=False, fontsize=8)
+        return _svg(fig)

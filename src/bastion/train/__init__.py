@@ -2,7 +2,7 @@
 
 from bastion.train.loop import Callback, EpochRecord, Hooks, TrainConfig, TrainHistory, TrainState, accuracy, fit
 from bastion.train.recipes import Recipe, default_config, register_recipe
-from bastion.train.run import TrainOutcome, train_checkpoint
+from bastion.train.run import TrainOutcome, train_checkpoint, train_like
 
 __all__ = [
     "Callback",
@@ -18,4 +18,5 @@ __all__ = [
     "fit",
     "register_recipe",
     "train_checkpoint",
+    "train_like",
 ]

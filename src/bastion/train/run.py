@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict
+from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any
 
-from torch import nn
+from torch import Tensor, nn
 
+from bastion.core.errors import ConfigError
 from bastion.core.ops import resolve_device
+from bastion.core.params import param_fields
 from bastion.core.progress import ProgressFn
 from bastion.core.random import seed_everything
 from bastion.core.registry import RECIPES
@@ -16,10 +18,10 @@ from bastion.data import Dataset, load_dataset
 from bastion.models import build_model
 from bastion.models.checkpoint import CheckpointMeta, save_checkpoint
 from bastion.models.external import ExternalModel, load_external
-from bastion.train.loop import TrainHistory, accuracy, fit
+from bastion.train.loop import TrainConfig, TrainHistory, accuracy, fit
 from bastion.train.recipes import Recipe
 
-__all__ = ["TrainOutcome", "train_checkpoint"]
+__all__ = ["TrainOutcome", "train_checkpoint", "train_like"]
 
 
 class TrainOutcome:
@@ -55,6 +57,7 @@ def train_checkpoint(
     data_root: str | Path | None = None,
     device: str | None = None,
     progress: ProgressFn | None = None,
+    train_n: int | None = None,
     model_kwargs: dict[str, Any] | None = None,
     recipe_params: dict[str, Any] | None = None,
     **overrides: Any,
@@ -69,10 +72,15 @@ def train_checkpoint(
         recipe_params: the recipe's own settings (e.g. `{"eps": 0.3}` for `pgd-at`).
         seed: seeds the initial weights, shuffling and augmentation.
         split_seed: seeds the data set's train/test split.
+        train_n: train on the first `train_n` images of the training split only (recorded in the
+            checkpoint, so that an audit knows which images are members of the training set).
         overrides: `TrainConfig` fields to change from the recipe's defaults (None: keep).
     """
     rec: Recipe = RECIPES.get(recipe)(**(recipe_params or {}))  # type: ignore[operator]
     ds = load_dataset(data, root=data_root, seed=split_seed)
+    if train_n is not None and not 1 <= train_n <= ds.x_train.shape[0]:
+        raise ConfigError(f"train_n must lie in [1, {ds.x_train.shape[0]}] for {data}; got {train_n}")
+    x_train, y_train = ds.x_train[:train_n], ds.y_train[:train_n]
     dev = resolve_device(device)
     seed_everything(seed)
     net, arch_kwargs = _build(model, ds, dict(model_kwargs or {}))
@@ -80,8 +88,8 @@ def train_checkpoint(
     cfg = rec.config(ds.input_shape, seed=seed, **overrides)
     history = fit(
         net,
-        ds.x_train,
-        ds.y_train,
+        x_train,
+        y_train,
         cfg,
         x_test=ds.x_test,
         y_test=ds.y_test,
@@ -97,6 +105,7 @@ def train_checkpoint(
         adapter=net.adapter_settings() if isinstance(net, ExternalModel) else {},
         dataset=data,
         split_seed=split_seed,
+        train_n=train_n,
         num_classes=ds.num_classes,
         input_shape=ds.input_shape,
         mean=ds.mean,
@@ -114,3 +123,35 @@ def train_checkpoint(
     path = save_checkpoint(out, net, meta)
     net.eval()
     return TrainOutcome(net, meta, history, path)
+
+
+def train_like(
+    meta: CheckpointMeta,
+    x: Tensor,
+    y: Tensor,
+    *,
+    seed: int,
+    device: str | None = None,
+    progress: ProgressFn | None = None,
+) -> nn.Module:
+    """A fresh model like the one `meta` describes (same architecture, recipe and optimisation settings),
+    trained on (x, y) from new weights seeded by `seed`; returned in eval mode.
+
+    Shadow models, retraining without suspect samples and poisoned training all go through here, so
+    they train the way the audited model was trained.
+    """
+    rec_cls = RECIPES.get(meta.recipe.get("name", "standard"))
+    own = {f.name for f, _, _ in param_fields(rec_cls)}
+    rec: Recipe = rec_cls(**{k: v for k, v in meta.recipe.items() if k in own})  # type: ignore[operator]
+    settings = {f.name for f in fields(TrainConfig)} - {"seed"}
+    cfg = rec.config(meta.input_shape, seed=seed, **{k: v for k, v in meta.recipe.items() if k in settings})
+    dev = resolve_device(device)
+    seed_everything(seed)
+    if meta.architecture == "external":
+        assert meta.factory is not None
+        net = load_external(meta.factory, **meta.adapter)
+    else:
+        net = build_model(meta.architecture, **meta.arch_kwargs)
+    net.to(dev)
+    fit(net, x, y, cfg, hooks=rec.hooks(cfg, meta.input_shape), progress=progress)
+    return net.eval()

@@ -1,0 +1,18 @@
+"""Scenario kinds: each family of threats enters an audit as one kind (see `base.py`)."""
+
+from bastion.audit.kinds.base import KINDS, Scenario, ScenarioKind, ScenarioResult, presenters, register_kind
+from bastion.audit.kinds.evasion import EvasionKind
+from bastion.audit.kinds.membership import MembershipKind
+from bastion.audit.kinds.ood import OODKind
+
+__all__ = [
+    "KINDS",
+    "EvasionKind",
+    "MembershipKind",
+    "OODKind",
+    "Scenario",
+    "ScenarioKind",
+    "ScenarioResult",
+    "presenters",
+    "register_kind",
+]

@@ -1,0 +1,75 @@
+"""The audit target: the model under audit and everything the scenario kinds may need from it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from torch import Tensor, nn
+
+from bastion.core.errors import ConfigError
+from bastion.core.progress import ProgressFn
+from bastion.core.victim import Victim
+from bastion.data import Dataset
+
+__all__ = ["AuditTarget", "Trainer"]
+
+# Trains a fresh model like the audited one on (x, y) with a seed: same architecture, same recipe.
+Trainer = Callable[..., nn.Module]
+
+
+@dataclass(frozen=True)
+class AuditTarget:
+    """The model under audit and the data it is audited on.
+
+    Attributes:
+        victim: the model.
+        dataset: the data set, split as the model's training split it (`split_seed`).
+        data: the data-set spec as given (`mnist5k`, `cifar10:/data`, ...).
+        split_seed: the seed of the train/test split.
+        model_name: how the model is shown (checkpoint file name, or the factory).
+        model_sha256: SHA-256 of the checkpoint (or weights) file: the model's identity in the store.
+        model_meta: what the checkpoint says about the model (architecture, recipe, accuracy ...).
+        train_n: the model trained on the first `train_n` images of the training split (None: all of it).
+        members_assumed: True when nobody recorded what the model trained on (a user's own model): the
+            training split is then assumed, and the membership scenarios say so.
+        trainer: trains a fresh model with the model's own architecture and recipe,
+            `trainer(x, y, seed=..., progress=...) -> nn.Module` (shadow models, retraining); None when
+            the model cannot be rebuilt.
+        ood_data: a second data set of the same image shape, used as one more OOD set.
+        ood_name: its spec as given (`cifar100:/data`).
+    """
+
+    victim: Victim
+    dataset: Dataset
+    data: str
+    split_seed: int
+    model_name: str
+    model_sha256: str
+    model_meta: dict[str, Any] = field(default_factory=dict)
+    train_n: int | None = None
+    members_assumed: bool = False
+    trainer: Trainer | None = None
+    ood_data: Dataset | None = None
+    ood_name: str | None = None
+
+    def test(self, n: int) -> tuple[Tensor, Tensor]:
+        """The first `n` test images and labels: images the model never saw (non-members)."""
+        return self.dataset.x_test[:n], self.dataset.y_test[:n]
+
+    def members(self, n: int) -> tuple[Tensor, Tensor]:
+        """The first `n` training images the model was trained on, with their labels."""
+        count = self.n_members
+        return self.dataset.x_train[: min(n, count)], self.dataset.y_train[: min(n, count)]
+
+    @property
+    def n_members(self) -> int:
+        total = self.dataset.x_train.shape[0]
+        return total if self.train_n is None else min(self.train_n, total)
+
+    def train_fresh(self, x: Tensor, y: Tensor, *, seed: int, progress: ProgressFn | None = None) -> nn.Module:
+        """A fresh model trained on (x, y) with the audited model's architecture and recipe, in eval mode."""
+        if self.trainer is None:
+            raise ConfigError(f"{self.model_name} cannot be retrained: its architecture or recipe is unknown")
+        return self.trainer(x, y, seed=seed, progress=progress)

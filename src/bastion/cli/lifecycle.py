@@ -1,0 +1,189 @@
+"""`bastion mia` and `bastion ood`: one family's scenarios on a model, outside an audit.
+
+They run exactly what an audit's `membership` and `ood` scenarios run (the same kind, the same
+samples), print a table and, with --json, write every scenario's record.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from bastion._atomic import write_json
+from bastion.audit import KINDS, AuditTarget, Scenario
+from bastion.audit.kinds.membership import MembershipSettings
+from bastion.audit.kinds.ood import SETS, OODSettings
+from bastion.cli._common import (
+    BoundsOpt,
+    CheckpointOpt,
+    DataOpt,
+    DataRootOpt,
+    DeviceOpt,
+    JsonOpt,
+    LogitsKeyOpt,
+    MeanOpt,
+    ModelOpt,
+    OodDataOpt,
+    QuietOpt,
+    StdOpt,
+    WeightsOpt,
+    console,
+    out,
+    progress_bar,
+)
+from bastion.cli._target import audit_target
+from bastion.core.errors import ConfigError
+from bastion.core.registry import ATTACKS, DEFENSES
+from bastion.report import format_metric
+
+NOpt = Annotated[int, typer.Option("--n", help="members and non-members (mia), or test images (ood), each")]
+SeedOpt = Annotated[int, typer.Option(help="seeds the random OOD sets")]
+
+
+def _run(family: str, scenarios: list[Scenario], target: AuditTarget, seed: int, quiet: bool) -> list[dict[str, Any]]:
+    kind = KINDS.get(family)
+    for sc in scenarios:
+        kind.check(sc, target)
+    rows = []
+    with progress_bar(family, quiet=quiet) as progress:
+        for sc in scenarios:
+            result = kind.run(sc, target, seed=seed, progress=progress)
+            rows.append(
+                {"key": sc.key, "metrics": result.metrics, "warnings": result.warnings, "record": result.record}
+            )
+    return rows
+
+
+def _report(
+    table: list[tuple[str, dict[str, Any]]],
+    columns: list[str],
+    header: str,
+    rows: list[dict[str, Any]],
+    target: AuditTarget,
+    json_out: Path | None,
+) -> None:
+    """Print `table` (a label and its metrics per line) under `header`; write the records as JSON."""
+    out.print(header, highlight=False)
+    width = max(len(label) for label, _ in table)
+    out.print("  " + " " * width + "".join(f"{c:>19}" for c in columns), highlight=False)
+    for label, metrics in table:
+        values = "".join(f"{format_metric(c, metrics.get(c)):>19}" for c in columns)
+        out.print(f"  {label:<{width}}{values}", highlight=False)
+    for w in dict.fromkeys(w for r in rows for w in r["warnings"]):
+        console.print(f"[yellow]warning:[/yellow] {w}", highlight=False)
+    if json_out is not None:
+        write_json(json_out, {"model": target.model_name, "data": target.data, "scenarios": rows})
+
+
+def mia(
+    attacks: Annotated[
+        list[str] | None,
+        typer.Argument(help="membership attacks (`bastion list attacks`; default: all)", show_default=False),
+    ] = None,
+    checkpoint: CheckpointOpt = None,
+    data: DataOpt = None,
+    model: ModelOpt = None,
+    weights: WeightsOpt = None,
+    mean: MeanOpt = None,
+    std: StdOpt = None,
+    bounds: BoundsOpt = "0,1",
+    logits_key: LogitsKeyOpt = None,
+    n: NOpt = 1000,
+    data_root: DataRootOpt = None,
+    device: DeviceOpt = "auto",
+    json_out: JsonOpt = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Membership inference: can the model's scores tell its training images from unseen ones?
+
+    Scores the first N training images the model saw (members) and the first N test images
+    (non-members) with each attack; prints AUROC, TPR at 0.1% and 1% FPR and balanced accuracy.
+    """
+    names = attacks or ATTACKS.names("membership")
+    for name in names:
+        ATTACKS.get(name, family="membership")
+    if n < 1:
+        raise ConfigError(f"--n must be at least 1; got {n}")
+    target = audit_target(
+        checkpoint=checkpoint,
+        model=model,
+        weights=weights,
+        mean=mean,
+        std=std,
+        bounds=bounds,
+        logits_key=logits_key,
+        data=data,
+        data_root=data_root,
+        ood_data=None,
+        device=device,
+    )
+    scenarios = [Scenario(name, "membership", name, n, MembershipSettings(params={})) for name in names]
+    rows = _run("membership", scenarios, target, 0, quiet)
+    n_used = rows[0]["record"]["n_positive"]
+    header = f"[bold]membership inference[/bold] on {target.model_name}: {n_used} members, {n_used} non-members"
+    table = [(r["key"], r["metrics"]) for r in rows]
+    columns = ["auroc", "tpr_at_fpr_1e-3", "tpr_at_fpr_1e-2", "balanced_accuracy"]
+    _report(table, columns, header, rows, target, json_out)
+
+
+def ood(
+    detectors: Annotated[
+        list[str] | None,
+        typer.Argument(help="OOD detectors (`bastion list defenses`; default: all)", show_default=False),
+    ] = None,
+    checkpoint: CheckpointOpt = None,
+    data: DataOpt = None,
+    model: ModelOpt = None,
+    weights: WeightsOpt = None,
+    mean: MeanOpt = None,
+    std: StdOpt = None,
+    bounds: BoundsOpt = "0,1",
+    logits_key: LogitsKeyOpt = None,
+    sets: Annotated[
+        str | None,
+        typer.Option(help=f"comma-separated OOD sets among {', '.join(SETS)} (default: all that apply)"),
+    ] = None,
+    ood_data: OodDataOpt = None,
+    n: NOpt = 1000,
+    seed: SeedOpt = 0,
+    data_root: DataRootOpt = None,
+    device: DeviceOpt = "auto",
+    json_out: JsonOpt = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Out-of-distribution detection: can the model's outputs flag inputs unlike its test images?
+
+    Scores the first N test images (in-distribution) and N images of each OOD set with each detector;
+    prints AUROC and FPR at 95% TPR per set.
+    """
+    names = detectors or DEFENSES.names("ood")
+    for name in names:
+        DEFENSES.get(name, family="ood")
+    chosen = tuple(s.strip() for s in sets.split(",") if s.strip()) if sets else None
+    for s in chosen or ():
+        if s not in SETS:
+            raise ConfigError(f"unknown OOD set {s!r} in --sets; the sets are {', '.join(SETS)}")
+    if n < 1:
+        raise ConfigError(f"--n must be at least 1; got {n}")
+    target = audit_target(
+        checkpoint=checkpoint,
+        model=model,
+        weights=weights,
+        mean=mean,
+        std=std,
+        bounds=bounds,
+        logits_key=logits_key,
+        data=data,
+        data_root=data_root,
+        ood_data=ood_data,
+        device=device,
+    )
+    scenarios = [Scenario(name, "ood", name, n, OODSettings(sets=chosen, params={})) for name in names]
+    rows = _run("ood", scenarios, target, seed, quiet)
+    table = [
+        (f"{r['key']} {name}", s) for r in rows for name, s in [*r["record"]["sets"].items(), ("(mean)", r["metrics"])]
+    ]
+    header = f"[bold]OOD detection[/bold] on {target.model_name}: {rows[0]['record']['n_id']} test images per set"
+    _report(table, ["auroc", "fpr95"], header, rows, target, json_out)

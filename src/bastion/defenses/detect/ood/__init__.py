@@ -1,0 +1,7 @@
+"""Out-of-distribution detectors (family `ood`), one class per file; higher scores mean in-distribution."""
+
+from bastion.defenses.detect.ood.base import OODDetector, register_detector
+from bastion.defenses.detect.ood.energy import Energy
+from bastion.defenses.detect.ood.msp import MSP
+
+__all__ = ["MSP", "Energy", "OODDetector", "register_detector"]

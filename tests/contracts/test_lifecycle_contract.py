@@ -1,0 +1,47 @@
+"""One battery over every registered membership attack and OOD detector: scores are finite and
+reproducible, each membership candidate costs exactly one query, the model is left as it was, and the
+record is plain JSON."""
+
+import json
+
+import pytest
+import torch
+from torch import nn
+
+import bastion.attacks.privacy
+import bastion.defenses  # noqa: F401  (registers the detectors)
+from bastion.core import ATTACKS, DEFENSES, Victim
+from bastion.data import Dataset
+
+
+@pytest.mark.parametrize("name", ATTACKS.names("membership"))
+def test_membership_contract(name: str, digits_model: nn.Module, digits_data: Dataset) -> None:
+    before = {k: v.clone() for k, v in digits_model.state_dict().items()}
+    victim = Victim(digits_model, input_shape=(1, 8, 8))
+    x = torch.cat([digits_data.x_train[:30], digits_data.x_test[:30]])
+    y = torch.cat([digits_data.y_train[:30], digits_data.y_test[:30]])
+    member = torch.arange(60) < 30
+    attack = ATTACKS.get(name)(seed=3)
+    result = attack.run(victim, x, y, member)
+    assert attack.family == "membership" and attack.access == "scores"
+    assert result.scores.shape == (60,) and bool(torch.isfinite(result.scores).all())
+    assert result.queries is not None and result.queries.tolist() == [1] * 60
+    assert torch.equal(attack.run(victim, x, y, member).scores, result.scores)
+    assert 0.0 <= result.auroc <= 1.0
+    assert not digits_model.training and all(torch.equal(before[k], v) for k, v in digits_model.state_dict().items())
+    json.dumps(result.to_dict(), allow_nan=False)
+
+
+@pytest.mark.parametrize("name", DEFENSES.names("ood"))
+def test_ood_detector_contract(name: str, digits_model: nn.Module, digits_data: Dataset) -> None:
+    before = {k: v.clone() for k, v in digits_model.state_dict().items()}
+    victim = Victim(digits_model, input_shape=(1, 8, 8))
+    x_id, x_ood = digits_data.x_test[:40], torch.rand(25, 1, 8, 8)
+    detector = DEFENSES.get(name)()
+    result = detector.run(victim, x_id, x_ood)
+    assert detector.family == "ood" and result.method == name
+    assert result.scores.shape == (65,) and int(result.positive.sum()) == 40
+    assert bool(torch.isfinite(result.scores).all())
+    assert torch.equal(detector.run(victim, x_id, x_ood).scores, result.scores)
+    assert not digits_model.training and all(torch.equal(before[k], v) for k, v in digits_model.state_dict().items())
+    json.dumps(result.to_dict(), allow_nan=False)
