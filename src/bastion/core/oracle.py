@@ -100,12 +100,31 @@ class Oracle:
     def num_classes(self) -> int:
         return self._victim.num_classes
 
-    def remaining(self, idx: Tensor | None = None) -> Tensor:
-        """Queries left per sample (for `idx`, or all n); a large number when there is no budget."""
+    def remaining(self, idx: Tensor | None = None, *, cap: int | None = None, reserve: int = 0) -> Tensor:
+        """Queries samples `idx` (default: all n) may still send, per sample: the one budget arithmetic of
+        every attack, so that none of them can exceed a budget by computing it its own way.
+
+        Args:
+            idx: the samples asked about.
+            cap: an attack's own per-sample budget (its `n_queries`), counted from this oracle's first query
+                and applied on top of the oracle's; `None`: the oracle's budget alone.
+            reserve: queries kept back for a later step (e.g. a final check), subtracted from what is left.
+
+        Returns:
+            (M,) int64: the smaller of the oracle's and the attack's budget left, minus `reserve` (negative
+            when less than the reserve is left); without any budget, a number near the int64 maximum.
+        """
+        if reserve < 0:
+            raise ConfigError(f"a query reserve must be >= 0; got {reserve}")
         q = self._queries if idx is None else self._queries[idx.to(self._queries.device)]
-        if self.max_queries is None:
-            return torch.full_like(q, torch.iinfo(torch.long).max)
-        return self.max_queries - q
+        left = torch.full_like(q, torch.iinfo(torch.long).max) if self.max_queries is None else self.max_queries - q
+        if cap is not None:
+            left = torch.minimum(left, cap - q)
+        return left - reserve
+
+    def budget(self, cap: int) -> int:
+        """The per-sample budget of an attack whose own budget is `cap`: `cap`, or the oracle's when smaller."""
+        return cap if self.max_queries is None else min(cap, self.max_queries)
 
     def query(self, x: Tensor, idx: Tensor | None = None) -> Tensor:
         """Answer the rows of `x` (M, C, H, W); row i belongs to sample `idx[i]` (default: row i is sample i)."""

@@ -162,8 +162,7 @@ class CGBAFamily(EvasionAttack):
     def left(self, run: Run, ids: Tensor, reserve: int = 1) -> Tensor:
         """Queries samples `ids` may still send under the attack's own `n_queries` and the oracle's budget,
         keeping `reserve` for the final check (`_settle`)."""
-        spent = sum(v[ids] for v in run.spent.values())
-        return torch.minimum(self.n_queries - spent, run.oracle.remaining(ids)) - reserve
+        return run.oracle.remaining(ids, cap=self.n_queries, reserve=reserve)
 
     def _active(self, run: Run) -> Tensor:
         """Samples still attacked: a start was found and the budget is not spent."""

@@ -25,7 +25,7 @@ from bastion.core.oracle import Oracle, OutputMode
 from bastion.core.progress import report
 from bastion.core.threat import Access, Norm
 
-__all__ = ["EstimationAttack", "State", "ce_objective", "clipped_probe", "query_room"]
+__all__ = ["EstimationAttack", "State", "ce_objective", "clipped_probe"]
 
 State = dict[str, Tensor]  # per active sample, every entry has M rows; "ids", "x0", "x", "y" (and "t") always
 
@@ -33,11 +33,6 @@ State = dict[str, Tensor]  # per active sample, every entry has M rows; "ids", "
 def ce_objective(logits: Tensor, st: State) -> Tensor:
     """The loss the estimators climb (M,): CE to the true label, or -CE to the target (targeted)."""
     return make_loss("ce", st["y"], st.get("t"))(logits)
-
-
-def query_room(oracle: Oracle, ids: Tensor, n_queries: int) -> Tensor:
-    """Queries samples `ids` may still send (M,): within the attack's `n_queries` and the oracle's budget."""
-    return torch.minimum(oracle.remaining(ids), n_queries - oracle.queries[ids])
 
 
 def clipped_probe(x: Tensor, direction: Tensor, bounds: tuple[float, float]) -> Tensor:
@@ -89,11 +84,10 @@ class EstimationAttack(EvasionAttack):
         if ctx.target_labels is not None:
             st["t"] = ctx.target_labels
         st = self._init_state(st, gen)
-        budget = self.n_queries if oracle.max_queries is None else min(self.n_queries, oracle.max_queries)
-        total = budget // cost  # the steps of a sample never fooled
+        total = oracle.budget(self.n_queries) // cost  # the steps of a sample never fooled
         step = 0
         while st["ids"].numel():
-            afford = query_room(oracle, st["ids"], self.n_queries) >= cost
+            afford = oracle.remaining(st["ids"], cap=self.n_queries) >= cost
             if not bool(afford.all()):  # out of budget: keep the last image, stop querying
                 x_adv[st["ids"][~afford]] = st["x"][~afford]
                 st = {k: v[afford] for k, v in st.items()}

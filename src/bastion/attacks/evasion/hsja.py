@@ -11,7 +11,6 @@ from torch import Tensor
 
 from bastion.attacks.base import register_attack
 from bastion.attacks.evasion._decision import checked_pool, sample_generators
-from bastion.attacks.evasion._estimation import query_room
 from bastion.attacks.evasion._gradient import normalize_l2
 from bastion.attacks.evasion.base import EvasionAttack, RunContext
 from bastion.core.ops import lp_norms
@@ -24,7 +23,6 @@ __all__ = ["HSJA"]
 
 _INIT_BLEND_TOL = 1e-3  # the reference's bracket on the blend weight of the starting noise
 _PROBE_FLOATS = 2**23  # probe values held at once by the gradient estimate (32 MiB in float32)
-_UNLIMITED = torch.iinfo(torch.long).max // 2  # `n_queries=None`: no cap of the attack's own
 
 
 @dataclass
@@ -128,7 +126,7 @@ class HSJA(EvasionAttack):
         for t in range(1, self.steps + 1):
             # leave: no room left for a useful iteration, or (stop_at_eps) within eps
             evals = min(int(self.init_evals * math.sqrt(t)), self.max_evals)
-            b = torch.clamp(run.remaining(ids) - (n_bisect + 1), max=evals)
+            b = torch.clamp(run.remaining(ids, reserve=n_bisect + 1), max=evals)
             keep = b >= 1
             if self.stop_at_eps:
                 keep &= best.dist[ids] > self.threat.eps
@@ -159,11 +157,10 @@ class _Run:
         self.norm = attack.threat.norm
         self.targeted = ctx.target_labels is not None
         self.lo, self.hi = oracle.bounds
-        self.cap = _UNLIMITED if attack.n_queries is None else attack.n_queries
 
-    def remaining(self, ids: Tensor) -> Tensor:
+    def remaining(self, ids: Tensor, reserve: int = 0) -> Tensor:
         """Queries each sample `ids` may still spend: the smaller of the oracle's and the attack's budget."""
-        return query_room(self.oracle, ids, self.cap)
+        return self.oracle.remaining(ids, cap=self.attack.n_queries, reserve=reserve)
 
     def phi(self, pts: Tensor, ids: Tensor) -> Tensor:
         """Query rows `pts` of samples `ids`; True where adversarial. Adversarial rows are offered as results."""

@@ -11,7 +11,6 @@ from torch import Tensor
 
 from bastion.attacks.base import register_attack
 from bastion.attacks.evasion._decision import checked_pool, sample_generators
-from bastion.attacks.evasion._estimation import query_room
 from bastion.attacks.evasion._gradient import normalize_l2
 from bastion.attacks.evasion.base import EvasionAttack, RunContext
 from bastion.core.oracle import Oracle, OutputMode
@@ -52,7 +51,7 @@ class _Probe:
 
     def left(self, ids: Tensor) -> Tensor:
         """Queries samples `ids` may still spend (M,), within `n_queries` and the oracle's budget."""
-        return query_room(self.oracle, ids, self.n_queries)
+        return self.oracle.remaining(ids, cap=self.n_queries)
 
     def adversarial(self, ids: Tensor, points: Tensor) -> Tensor:
         """Query `points` (R, C, H, W) for samples `ids` (R,), clipped to the bounds; adversarial (R,)."""
@@ -312,7 +311,7 @@ class SignOPT(EvasionAttack):
     def _descend(self, probe: _Probe, st: _State, ctx: RunContext, gens: list[torch.Generator]) -> None:
         """Sign-gradient steps on theta for every sample with a direction, until budget or iterations run out."""
         everyone = torch.arange(probe.x.shape[0], device=probe.x.device)
-        budget = int((probe.oracle.queries + probe.left(everyone)).max()) if everyone.numel() else 0
+        budget = probe.oracle.budget(self.n_queries)
         while True:
             left = probe.left(everyone)
             active = st.g.isfinite() & ~st.done & (left >= 2) & (st.iters < self.max_iter) & self._unfinished(st)

@@ -11,7 +11,6 @@ import torch
 from torch import Tensor
 
 from bastion.attacks.base import register_attack
-from bastion.attacks.evasion._estimation import query_room
 from bastion.attacks.evasion._losses import misclassified
 from bastion.attacks.evasion.base import EvasionAttack, RunContext
 from bastion.core.ops import project
@@ -119,7 +118,7 @@ class SimBA(EvasionAttack):
 
     def _perturb(self, oracle: Oracle, x: Tensor, y: Tensor, ctx: RunContext) -> Tensor:
         n, shape, gen = x.shape[0], (x.shape[1], x.shape[2], x.shape[3]), ctx.gen
-        budget = self.n_queries if oracle.max_queries is None else min(self.n_queries, oracle.max_queries)
+        budget = oracle.budget(self.n_queries)
         x_adv = x.clone()
         st: dict[str, Tensor] = {"ids": torch.arange(n, device=x.device), "x": x, "y": y}
         if ctx.target_labels is not None:
@@ -162,7 +161,7 @@ class SimBA(EvasionAttack):
         first: bool,
     ) -> dict[str, Tensor]:
         """Probe `delta + sign * epsilon * q` for the samples still trying direction q; keep improvements."""
-        tries = query_room(oracle, st["ids"], self.n_queries) >= 1
+        tries = oracle.remaining(st["ids"], cap=self.n_queries) >= 1
         if not first:  # the second probe only for the samples the first did not move
             tries &= ~st.pop("moved")
         if bool(tries.any()):
@@ -187,7 +186,7 @@ class SimBA(EvasionAttack):
 
     def _afford(self, oracle: Oracle, st: dict[str, Tensor], x_adv: Tensor) -> dict[str, Tensor]:
         """Drop the samples with no query left (their current image is their result)."""
-        ok = query_room(oracle, st["ids"], self.n_queries) >= 1
+        ok = oracle.remaining(st["ids"], cap=self.n_queries) >= 1
         if not bool(ok.all()):
             gone = ~ok
             x_adv[st["ids"][gone]] = (st["x"][gone] + st["delta"][gone]).clamp(*oracle.bounds)
