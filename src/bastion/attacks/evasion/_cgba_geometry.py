@@ -12,19 +12,19 @@ from __future__ import annotations
 import math
 from abc import abstractmethod
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import ClassVar
 
 import torch
 from torch import Tensor
 
 from bastion.attacks.evasion.base import EvasionAttack, RunContext
+from bastion.core.ops import dct_matrix
 from bastion.core.oracle import Oracle
 from bastion.core.params import param
 from bastion.core.progress import report
 from bastion.core.threat import Access, Norm
 
-__all__ = ["CGBAFamily", "Run", "dct_matrix", "low_frequency", "rotate"]
+__all__ = ["CGBAFamily", "Run", "low_frequency", "rotate"]
 
 # The reference's constants (Farhamdur/CGBA proposed_attack.py), not hyperparameters of the paper.
 MAX_BISECTION = 100  # straight-segment bisection steps
@@ -32,20 +32,6 @@ MAX_ARC_BISECTION = 101  # semicircle bisection steps (the reference stops once 
 # Elements of one estimation query: above this the rows go to the oracle in several queries (memory only).
 _MAX_QUERY_ELEMENTS = 2**25
 _PHASES = ("init", "estimate", "search", "final")  # where queries go, counted apart (`extra["queries_<phase>"]`)
-
-
-@lru_cache(maxsize=16)
-def _dct_cached(n: int, device: torch.device) -> Tensor:
-    k = torch.arange(n, dtype=torch.float64)[:, None]
-    i = torch.arange(n, dtype=torch.float64)[None, :]
-    d = torch.cos(math.pi * (2 * i + 1) * k / (2 * n)) * math.sqrt(2.0 / n)
-    d[0] /= math.sqrt(2.0)
-    return d.float().to(device)
-
-
-def dct_matrix(n: int, device: torch.device | str = "cpu") -> Tensor:
-    """The orthonormal DCT-II matrix (n, n): `D @ x` is scipy's `dct(x, norm="ortho")`, `D.T @ c` its inverse."""
-    return _dct_cached(n, torch.device(device))
 
 
 def low_frequency(z: Tensor, h: int, w: int) -> Tensor:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import ClassVar, Literal
 
 import torch
@@ -13,26 +12,16 @@ from torch import Tensor
 from bastion.attacks.base import register_attack
 from bastion.attacks.evasion._losses import misclassified
 from bastion.attacks.evasion.base import EvasionAttack, RunContext
-from bastion.core.ops import project
+from bastion.core.ops import dct_matrix, project
 from bastion.core.oracle import Oracle, OutputMode
 from bastion.core.params import param
 from bastion.core.progress import report
 from bastion.core.threat import Access, Norm
 
-__all__ = ["SimBA", "basis_order", "dct_matrix"]
+__all__ = ["SimBA", "basis_order"]
 
 _PROGRESS_EVERY = 100
 _UNBOUNDED = (-math.inf, math.inf)
-
-
-@lru_cache(maxsize=16)
-def dct_matrix(n: int, device: torch.device) -> Tensor:
-    """The orthonormal DCT-II matrix (n, n): row k is the k-th cosine, `X = D x` (inverse: `x = D^T X`)."""
-    k = torch.arange(n, dtype=torch.float64)[:, None]
-    i = torch.arange(n, dtype=torch.float64)[None, :]
-    d = torch.cos(math.pi * (2 * i + 1) * k / (2 * n)) * math.sqrt(2.0 / n)
-    d[0] /= math.sqrt(2.0)
-    return d.float().to(device)
 
 
 def basis_order(
