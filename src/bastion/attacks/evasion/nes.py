@@ -9,7 +9,8 @@ import torch
 from torch import Tensor
 
 from bastion.attacks.base import register_attack
-from bastion.attacks.evasion._estimation import EstimationAttack, State, ce_objective, clipped_probe
+from bastion.attacks.evasion._active import State
+from bastion.attacks.evasion._estimation import EstimationAttack, ce_objective, clipped_probe
 from bastion.core.oracle import Oracle
 from bastion.core.params import param
 

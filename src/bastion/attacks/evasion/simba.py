@@ -10,6 +10,7 @@ import torch
 from torch import Tensor
 
 from bastion.attacks.base import register_attack
+from bastion.attacks.evasion._active import Retire, State
 from bastion.attacks.evasion._losses import misclassified
 from bastion.attacks.evasion.base import EvasionAttack, RunContext
 from bastion.core.ops import dct_matrix, project
@@ -109,46 +110,39 @@ class SimBA(EvasionAttack):
         n, shape, gen = x.shape[0], (x.shape[1], x.shape[2], x.shape[3]), ctx.gen
         budget = oracle.budget(self.n_queries)
         x_adv = x.clone()
-        st: dict[str, Tensor] = {"ids": torch.arange(n, device=x.device), "x": x, "y": y}
+        # a leaving sample's result: the clean image plus its perturbation, clipped (the reference's image)
+        retire = Retire(x_adv, lambda s: (s["x"] + s["delta"]).clamp(*oracle.bounds), oracle, ctx.trace)
+        st: State = {"ids": torch.arange(n, device=x.device), "x": x, "y": y}
         if ctx.target_labels is not None:
             st["t"] = ctx.target_labels
         st["delta"] = torch.zeros_like(x)
-        st = self._afford(oracle, st, x_adv)
+        st = retire.spent(st, 1, self.n_queries)
         probs = oracle.query(st["x"], st["ids"])
         st["loss"] = self._loss(probs, st)
-        st = self._retire(st, misclassified(probs, st["y"], st.get("t")), x_adv, oracle, ctx)
+        st = retire.fooled(st, misclassified(probs, st["y"], st.get("t")))
         orders: Tensor | None = None
         k = 0
         while True:
-            st = self._afford(oracle, st, x_adv)
+            st = retire.spent(st, 1, self.n_queries)
             if not st["ids"].numel():
                 break
             if orders is None or k % orders.shape[1] == 0:  # a new pass, in a fresh order per sample
                 orders = basis_order(n, shape, self.basis, self.order, self.freq_dims, self.stride, gen).to(x.device)
             st["q"] = self._direction(orders[st["ids"], k % orders.shape[1]], shape)  # (M, C, H, W), unit L2
-            st = self._try(oracle, st, -1.0, x_adv, ctx, first=True)
-            st = self._try(oracle, st, 1.0, x_adv, ctx, first=False)
+            st = self._try(oracle, st, -1.0, retire, first=True)
+            st = self._try(oracle, st, 1.0, retire, first=False)
             k += 1
             if k % _PROGRESS_EVERY == 0:  # in queries: an iteration costs 1 or 2
                 report(ctx.progress, self.name, int(oracle.queries.max()), budget)
         return x_adv
 
-    def _loss(self, probs: Tensor, st: dict[str, Tensor]) -> Tensor:
+    def _loss(self, probs: Tensor, st: State) -> Tensor:
         """The probability to push down (M,): of the true class, or minus that of the target."""
         if "t" in st:
             return -probs.gather(1, st["t"][:, None]).squeeze(1)
         return probs.gather(1, st["y"][:, None]).squeeze(1)
 
-    def _try(
-        self,
-        oracle: Oracle,
-        st: dict[str, Tensor],
-        sign: float,
-        x_adv: Tensor,
-        ctx: RunContext,
-        *,
-        first: bool,
-    ) -> dict[str, Tensor]:
+    def _try(self, oracle: Oracle, st: State, sign: float, retire: Retire, *, first: bool) -> State:
         """Probe `delta + sign * epsilon * q` for the samples still trying direction q; keep improvements."""
         tries = oracle.remaining(st["ids"], cap=self.n_queries) >= 1
         if not first:  # the second probe only for the samples the first did not move
@@ -171,27 +165,7 @@ class SimBA(EvasionAttack):
             moved = done = torch.zeros_like(tries)
         if first:
             st["moved"] = moved
-        return self._retire(st, done, x_adv, oracle, ctx)
-
-    def _afford(self, oracle: Oracle, st: dict[str, Tensor], x_adv: Tensor) -> dict[str, Tensor]:
-        """Drop the samples with no query left (their current image is their result)."""
-        ok = oracle.remaining(st["ids"], cap=self.n_queries) >= 1
-        if not bool(ok.all()):
-            gone = ~ok
-            x_adv[st["ids"][gone]] = (st["x"][gone] + st["delta"][gone]).clamp(*oracle.bounds)
-        return {k: v[ok] for k, v in st.items()}
-
-    def _retire(
-        self, st: dict[str, Tensor], fooled: Tensor, x_adv: Tensor, oracle: Oracle, ctx: RunContext
-    ) -> dict[str, Tensor]:
-        """Record the fooled samples (their image and query count) and drop them from the active set."""
-        if not bool(fooled.any()):
-            return st
-        done = st["ids"][fooled]
-        x_adv[done] = (st["x"][fooled] + st["delta"][fooled]).clamp(*oracle.bounds)
-        if ctx.trace is not None:
-            ctx.trace.adversarial(done, oracle.queries[done])
-        return {k: v[~fooled] for k, v in st.items()}
+        return retire.fooled(st, done)
 
     def _direction(self, j: Tensor, shape: tuple[int, int, int]) -> Tensor:
         """The unit basis images (M, C, H, W) of the flat indices `j` (M,) into (C, H, W)."""
