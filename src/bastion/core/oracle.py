@@ -8,17 +8,14 @@ query past a sample's budget raises or is refused, never silently answered; no g
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Literal, Protocol, get_args
+from typing import Literal, Protocol, get_args
 
 import torch
 from torch import Tensor
 
 from bastion.core.errors import ConfigError, DataError, QueryBudgetExceeded
 
-if TYPE_CHECKING:
-    from bastion.core.victim import Victim
-
-__all__ = ["ExhaustedPolicy", "Oracle", "OutputMode", "PostProcessor"]
+__all__ = ["ExhaustedPolicy", "Model", "Oracle", "OutputMode", "PostProcessor"]
 
 OutputMode = Literal["probs", "logits", "top-k", "label"]
 ExhaustedPolicy = Literal["raise", "refuse"]
@@ -30,8 +27,29 @@ class PostProcessor(Protocol):
     def __call__(self, logits: Tensor, x: Tensor) -> Tensor: ...
 
 
+class Model(Protocol):
+    """What an oracle answers from: a classifier's logits without gradients, its device, bounds and classes.
+
+    A `bastion.core.victim.Victim` is one (and `Victim.oracle` is how callers get an oracle); the oracle needs
+    no more of it, so it depends on this protocol alone and the victim module on the oracle, never back.
+    """
+
+    @property
+    def device(self) -> torch.device: ...
+
+    @property
+    def bounds(self) -> tuple[float, float]: ...
+
+    @property
+    def num_classes(self) -> int: ...
+
+    def logits(self, x: Tensor) -> Tensor:
+        """Logits (N, K) of inputs x (N, C, H, W), with no autograd history."""
+        ...
+
+
 class Oracle:
-    """Black-box access to a `Victim` for a batch of `n` samples, with per-sample query accounting.
+    """Black-box access to a model (a `Victim`) for a batch of `n` samples, with per-sample query accounting.
 
     Each row of a query belongs to one of the `n` samples (`idx`); answering it costs that sample one
     query. Output modes:
@@ -55,7 +73,7 @@ class Oracle:
 
     def __init__(
         self,
-        victim: Victim,
+        victim: Model,
         n: int,
         *,
         output: OutputMode = "probs",
