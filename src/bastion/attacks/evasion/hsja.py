@@ -68,7 +68,7 @@ class HSJA(EvasionAttack):
     a start from at most 10,000 noise draws); it sets no query budget (`n_queries=None`), nor do ART
     (50 iterations) or Foolbox (64).
 
-    Numbers (spec 5.1 Verify, `benchmarks/blackbox_peers.py --n 40`, measured on a loaded 2-core CPU):
+    Numbers (`benchmarks/blackbox_peers.py --n 40`, measured on a loaded 2-core CPU):
     on an undefended `small_cnn` on `mnist5k`, the first 40 correctly classified test images, L2,
     untargeted, the median L2 after 250 / 500 / 1,000 queries is 4.97 / 3.05 / 2.41, against ART's
     HopSkipJump 4.82 / 3.11 / 2.49 and Foolbox's 4.92 / 3.24 / 2.53 (both one image at a time; Foolbox

@@ -87,9 +87,10 @@ class SimBA(EvasionAttack):
     `stride=7`, `epsilon=0.2`; the paper's ImageNet runs use 10,000 iterations, DCT with `freq_dims=28`
     strided by 7, pixel over all 224 x 224 frequencies. `n_queries=10,000`.
 
-    Numbers: paper, ImageNet ResNet-50 untargeted, about 98.6% success with about 1.3k (DCT) and 1.7k
-    (pixel) mean queries (spec section 9, unconfirmed). CPU proxy, measured (`benchmarks/score_baselines.py`,
-    `small_cnn` on `mnist5k`, 40 correctly classified test images, L2 eps 2.0, defaults): success 0.30 /
+    Numbers: the paper (arXiv 1905.07121), ImageNet ResNet-50 untargeted, about 98.6% success with about
+    1.3k (DCT) and 1.7k (pixel) mean queries (approximate, not re-checked against its tables). Measured on
+    CPU (`benchmarks/score_baselines.py`, `small_cnn` on `mnist5k`, 40 correctly classified test images,
+    L2 eps 2.0, defaults): success 0.30 /
     0.50 / 0.65 at 250 / 500 / 1,000 queries (pixel basis 0.00 / 0.20 / 0.40; Square with its defaults
     0.50 / 0.60 / 0.62; random noise 0.00).
     """

@@ -97,9 +97,9 @@ class Square(EvasionAttack):
     models (10,000 queries), 0.3 for the defended CIFAR-10/MNIST models and 0.8 for Madry's MNIST model
     (20,000 iterations), and 0.1 for L2.
 
-    Numbers (spec section 3, Verify): the reference's saved ImageNet metrics at L-inf eps = 0.05,
+    Numbers: the reference's (max-andr/square-attack) saved ImageNet metrics at L-inf eps = 0.05,
     p = 0.05, 10,000 queries are 0.0% failure and 73 mean queries over successes on ResNet-50; Square
-    scores 92.58% on the TRADES MNIST model at eps = 0.3. CPU proxy, measured: an undefended
+    scores 92.58% on the TRADES MNIST model at eps = 0.3. Measured on CPU: an undefended
     `small_cnn` (2 epochs on `mnist5k`, 91.5% clean) at L-inf 0.3 with the defaults and 1,000 queries
     is fooled on 100% of 183 correctly classified test images, after 21 queries on average (median 9).
     On the 8x8 digits its robust accuracy is within 1 point of the `fra31/auto-attack` snapshot's
