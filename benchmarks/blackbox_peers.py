@@ -18,7 +18,7 @@ untargeted, L2.
 - Square and SimBA (bastion, score-based, L2 eps `--score-eps`), success rate against queries from
   `extra["query_curve"]`, beside the share of images HSJA and CGBA bring within that eps.
 
-Targets (issue): HSJA at 1,000 queries reaches a median L2 no larger than the best peer's, in at most
+Targets: HSJA at 1,000 queries reaches a median L2 no larger than the best peer's, in at most
 a quarter of ART's time. Figures are machine-dependent and timings noisy on a shared machine: read the
 ratios measured in the same run. `torch.set_num_threads(--threads)` (default 1) for everyone.
 

@@ -1,6 +1,6 @@
 """Certification benchmark: randomized smoothing of `gaussian`-trained `small_cnn` models on `mnist5k`.
 
-Cohen, Rosenfeld, Kolter, ICML 2019, arXiv 1902.02918; the CPU proxy of spec section 8.1: for each
+Cohen, Rosenfeld, Kolter, ICML 2019, arXiv 1902.02918; a CPU check of the paper's trade-off: for each
 sigma, train `small_cnn` on `mnist5k` with the `gaussian` recipe at that sigma, then CERTIFY the first
 N test images (n0 selection samples, n estimation samples, alpha) and report certified accuracy at
 L2 radii 0, 0.25, 0.5, 0.75, 1.0, the abstain rate, the average certified radius and the largest

@@ -1,6 +1,6 @@
-"""CGBA and CGBA-H beside HSJA (spec 5.2, Verify): median L2 against queries, label-only, equal budgets.
+"""CGBA and CGBA-H (arXiv 2308.03163) beside HSJA: median L2 against queries, label-only, equal budgets.
 
-The CPU proxy of the paper's claim (lower median L2 than HSJA at equal budgets): `small_cnn` on
+A CPU check of the paper's claim (lower median L2 than HSJA at equal budgets): `small_cnn` on
 `mnist5k` (the `standard` recipe; the checkpoint `evasion_peers.py` caches is reused when present), the
 first `--n` correctly classified test images, untargeted, L2 with eps 100 so that the projection cuts
 nothing and `extra["query_curve"]["median_dist"]` is the median distance reached after each budget. Every

@@ -1,12 +1,12 @@
 """Output-defense benchmark: AAA on `small_cnn` / `mnist5k` models against Square and PGD.
 
-Issue "Defenses", AAA evidence (spec section 4, Verify, CPU proxy), L-inf eps 0.3, on two models: the
+Evidence for AAA (Chen et al., NeurIPS 2022, arXiv 2205.12134) on CPU, L-inf eps 0.3, on two models: the
 cached `standard` checkpoint of `benchmarks/evasion_peers.py` (well calibrated), and an over-confident
 variant (same recipe, no augmentation, no weight decay, 40 epochs: the regime of the paper's undefended
 CIFAR-10 model). Per model:
 - label agreement of the AAA-served argmax with the undefended model on every test image: 100%;
 - Square (margin loss, p_init 0.8, 1,000 queries) robust accuracy on the first N test images,
-  undefended vs through AAA: the issue's target is +30 points or more;
+  undefended vs through AAA: the target is +30 points or more;
 - expected calibration error (15 bins) on all test images: undefended, AAA with T = 1, AAA with T
   fitted through AAA (cross-fitted: each half of the test split is served with the T fitted on the
   other half), and plain temperature scaling cross-fitted the same way; the target: not worse;

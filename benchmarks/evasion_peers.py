@@ -2,7 +2,7 @@
 
 The same model, images and parameters for every library, in one process (the reference: fra31/auto-attack).
 
-Issue "Evasion I", requirements 6 and 7, on a `small_cnn` trained on `mnist5k` (recipe `standard`)
+The targets below, on a `small_cnn` trained on `mnist5k` (recipe `standard`)
 and a `pgd-at` one, the first N test images, L-inf eps 0.3:
 - correctness: FGSM and PGD-40 robust accuracy within 1.0 point of torchattacks and of ART;
   AutoAttack (standard) within 0.5 point of the reference (fra31/auto-attack); Square at 1,000
@@ -273,7 +273,7 @@ def run_entry(entry: Entry, model: nn.Module, x: Tensor, y: Tensor, args: argpar
 
 
 def targets_for(model_name: str, attack: str, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The issue's targets for one (model, attack), each met (True/False) or not measurable (None)."""
+    """The targets of the module docstring for one (model, attack), each met (True/False) or not measurable (None)."""
     by = {r["key"]: r for r in rows if r["status"] == "ok" and "seconds" in r}
     out: list[dict[str, Any]] = []
 

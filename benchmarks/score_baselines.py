@@ -1,5 +1,6 @@
-"""Score-based baselines (spec section 9, Verify): success rate against queries of Square, Bandits-TD and NES
-(L-inf), and of SimBA-DCT, SimBA (pixel) and Square (L2), beside random noise of the same norm and budget.
+"""Score-based baselines: success rate against queries of Square, Bandits-TD and NES (L-inf), and of
+SimBA-DCT, SimBA (pixel) and Square (L2), beside random noise of the same norm and budget; the papers
+(arXiv 1912.00049, 1807.07978, 1905.07121) report Square >= Bandits-TD >= NES and SimBA-DCT >= SimBA.
 
 The model is `small_cnn` trained on `mnist5k` with the standard recipe (the checkpoint `evasion_peers.py`
 caches, trained if missing); the images are the first N correctly classified test images. Each attack

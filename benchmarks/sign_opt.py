@@ -1,4 +1,4 @@
-"""Sign-OPT (spec 5.3) beside ART's `SignOPTAttack` and bastion HSJA: median L2 against queries, label-only.
+"""Sign-OPT (arXiv 1909.10773) beside ART's `SignOPTAttack` and bastion HSJA: median L2 against queries.
 
 `small_cnn` on `mnist5k` (the `standard` recipe checkpoint `evasion_peers.py` caches, trained when
 missing), the first `--n` correctly classified test images, untargeted. bastion's attacks run once on the

@@ -1,6 +1,6 @@
 """Training benchmark: `bastion train` with its defaults (`small_cnn` on `mnist5k`).
 
-Target (foundation issue): at least 97% test accuracy within 90 s on a 2-core CPU machine.
+Target: at least 97% test accuracy within 90 s on a 2-core CPU machine.
 Runs the default recipe for several seeds, end to end as the command does it (data loading, model
 building, training, evaluation, checkpoint writing), and writes the figures to
 benchmarks/results/train_mnist5k.json.

@@ -1,6 +1,6 @@
 """Universal perturbations on `mnist5k`: UAP and FG-UAP held-out fooling rates beside random noise.
 
-The spec's CPU proxy (specs/evasion-and-defenses.md, section 6): `small_cnn` trained with the
+A CPU check of the UAP (arXiv 1610.08401) and FG-UAP (arXiv 2209.13113) papers' claims: `small_cnn` trained with the
 standard recipe (the checkpoint cached by `evasion_peers.py` in benchmarks/_peers/checkpoints/, or
 trained here), v fitted on the first `--fit` training images, the fooling rate (share of images
 whose predicted label v changes, correct or not) measured on the 1,000 test images. Expected: the

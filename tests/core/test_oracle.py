@@ -98,3 +98,29 @@ def test_bad_arguments_are_config_errors() -> None:
         victim.oracle(2, output="gradients")  # type: ignore[arg-type]
     with pytest.raises(DataError, match="idx entries"):
         victim.oracle(2).query(batch(1), torch.tensor([5]))
+
+
+def test_remaining_takes_the_attacks_cap_and_a_reserve() -> None:
+    oracle = linear_victim().oracle(3, max_queries=10)
+    oracle.query(batch(6), torch.tensor([0, 0, 0, 0, 1, 1]))
+    assert oracle.remaining().tolist() == [6, 8, 10]
+    # an attack's own cap of 7 per sample binds where it leaves less than the oracle's budget
+    assert oracle.remaining(cap=7).tolist() == [3, 5, 7]
+    assert oracle.remaining(torch.tensor([2, 0]), cap=12).tolist() == [10, 6]
+    # a reserve is kept back from whichever binds; what is left may go negative
+    assert oracle.remaining(cap=7, reserve=4).tolist() == [-1, 1, 3]
+    with pytest.raises(ConfigError):
+        oracle.remaining(reserve=-1)
+
+
+def test_remaining_without_a_budget_is_the_attacks_cap_or_unlimited() -> None:
+    oracle = linear_victim().oracle(2)
+    oracle.query(batch(2), torch.tensor([0, 0]))
+    assert oracle.remaining(cap=5, reserve=1).tolist() == [2, 4]
+    assert bool((oracle.remaining(reserve=100) > 2**62).all())
+
+
+def test_budget_is_the_smaller_of_the_attacks_and_the_oracles() -> None:
+    assert linear_victim().oracle(1, max_queries=50).budget(200) == 50
+    assert linear_victim().oracle(1, max_queries=500).budget(200) == 200
+    assert linear_victim().oracle(1).budget(200) == 200

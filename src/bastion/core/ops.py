@@ -1,15 +1,26 @@
-"""Tensor helpers shared by every layer: normalisation, batching, devices."""
+"""Tensor helpers shared by every layer: normalisation, batching, devices, norms and balls, the DCT basis."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Sequence
+from functools import lru_cache
 
 import torch
 from torch import Tensor, nn
 
 from bastion.core.errors import ConfigError
 
-__all__ = ["BALL_TOLERANCE", "Normalize", "batch_slices", "in_ball", "lp_norms", "project", "resolve_device"]
+__all__ = [
+    "BALL_TOLERANCE",
+    "Normalize",
+    "batch_slices",
+    "dct_matrix",
+    "in_ball",
+    "lp_norms",
+    "project",
+    "resolve_device",
+]
 
 
 class Normalize(nn.Module):
@@ -99,3 +110,22 @@ def in_ball(x_adv: Tensor, x: Tensor, norm: str, eps: float, bounds: tuple[float
     slack = BALL_TOLERANCE * max(1.0, eps)
     inside_box = ((x_adv >= lo) & (x_adv <= hi)).flatten(1).all(dim=1)
     return inside_box & (lp_norms(x_adv - x, norm) <= eps + slack)
+
+
+@lru_cache(maxsize=16)
+def _dct_cached(n: int, device: torch.device) -> Tensor:
+    k = torch.arange(n, dtype=torch.float64)[:, None]
+    i = torch.arange(n, dtype=torch.float64)[None, :]
+    d = torch.cos(math.pi * (2 * i + 1) * k / (2 * n)) * math.sqrt(2.0 / n)
+    d[0] /= math.sqrt(2.0)
+    return d.float().to(device)
+
+
+def dct_matrix(n: int, device: str | torch.device = "cpu") -> Tensor:
+    """The orthonormal DCT-II matrix (n, n): row k is the k-th cosine, `D @ x` is scipy's `dct(x, norm="ortho")`
+    and `D.T @ c` its inverse.
+
+    Built in float64 and rounded once to float32, then cached per (n, device), because the attacks that search
+    low-frequency directions ask for it at every step: the tensor is shared, and callers must not write into it.
+    """
+    return _dct_cached(n, torch.device(device))

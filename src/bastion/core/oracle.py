@@ -8,17 +8,14 @@ query past a sample's budget raises or is refused, never silently answered; no g
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Literal, Protocol, get_args
+from typing import Literal, Protocol, get_args
 
 import torch
 from torch import Tensor
 
 from bastion.core.errors import ConfigError, DataError, QueryBudgetExceeded
 
-if TYPE_CHECKING:
-    from bastion.core.victim import Victim
-
-__all__ = ["ExhaustedPolicy", "Oracle", "OutputMode", "PostProcessor"]
+__all__ = ["ExhaustedPolicy", "Model", "Oracle", "OutputMode", "PostProcessor"]
 
 OutputMode = Literal["probs", "logits", "top-k", "label"]
 ExhaustedPolicy = Literal["raise", "refuse"]
@@ -30,8 +27,29 @@ class PostProcessor(Protocol):
     def __call__(self, logits: Tensor, x: Tensor) -> Tensor: ...
 
 
+class Model(Protocol):
+    """What an oracle answers from: a classifier's logits without gradients, its device, bounds and classes.
+
+    A `bastion.core.victim.Victim` is one (and `Victim.oracle` is how callers get an oracle); the oracle needs
+    no more of it, so it depends on this protocol alone and the victim module on the oracle, never back.
+    """
+
+    @property
+    def device(self) -> torch.device: ...
+
+    @property
+    def bounds(self) -> tuple[float, float]: ...
+
+    @property
+    def num_classes(self) -> int: ...
+
+    def logits(self, x: Tensor) -> Tensor:
+        """Logits (N, K) of inputs x (N, C, H, W), with no autograd history."""
+        ...
+
+
 class Oracle:
-    """Black-box access to a `Victim` for a batch of `n` samples, with per-sample query accounting.
+    """Black-box access to a model (a `Victim`) for a batch of `n` samples, with per-sample query accounting.
 
     Each row of a query belongs to one of the `n` samples (`idx`); answering it costs that sample one
     query. Output modes:
@@ -55,7 +73,7 @@ class Oracle:
 
     def __init__(
         self,
-        victim: Victim,
+        victim: Model,
         n: int,
         *,
         output: OutputMode = "probs",
@@ -100,12 +118,31 @@ class Oracle:
     def num_classes(self) -> int:
         return self._victim.num_classes
 
-    def remaining(self, idx: Tensor | None = None) -> Tensor:
-        """Queries left per sample (for `idx`, or all n); a large number when there is no budget."""
+    def remaining(self, idx: Tensor | None = None, *, cap: int | None = None, reserve: int = 0) -> Tensor:
+        """Queries samples `idx` (default: all n) may still send, per sample: the one budget arithmetic of
+        every attack, so that none of them can exceed a budget by computing it its own way.
+
+        Args:
+            idx: the samples asked about.
+            cap: an attack's own per-sample budget (its `n_queries`), counted from this oracle's first query
+                and applied on top of the oracle's; `None`: the oracle's budget alone.
+            reserve: queries kept back for a later step (e.g. a final check), subtracted from what is left.
+
+        Returns:
+            (M,) int64: the smaller of the oracle's and the attack's budget left, minus `reserve` (negative
+            when less than the reserve is left); without any budget, a number near the int64 maximum.
+        """
+        if reserve < 0:
+            raise ConfigError(f"a query reserve must be >= 0; got {reserve}")
         q = self._queries if idx is None else self._queries[idx.to(self._queries.device)]
-        if self.max_queries is None:
-            return torch.full_like(q, torch.iinfo(torch.long).max)
-        return self.max_queries - q
+        left = torch.full_like(q, torch.iinfo(torch.long).max) if self.max_queries is None else self.max_queries - q
+        if cap is not None:
+            left = torch.minimum(left, cap - q)
+        return left - reserve
+
+    def budget(self, cap: int) -> int:
+        """The per-sample budget of an attack whose own budget is `cap`: `cap`, or the oracle's when smaller."""
+        return cap if self.max_queries is None else min(cap, self.max_queries)
 
     def query(self, x: Tensor, idx: Tensor | None = None) -> Tensor:
         """Answer the rows of `x` (M, C, H, W); row i belongs to sample `idx[i]` (default: row i is sample i)."""

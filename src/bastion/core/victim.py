@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
 
 from bastion.core.errors import ConfigError, DataError, ModelError
 from bastion.core.ops import Normalize, batch_slices, resolve_device
-
-if TYPE_CHECKING:
-    from bastion.core.oracle import ExhaustedPolicy, Oracle, OutputMode, PostProcessor
+from bastion.core.oracle import ExhaustedPolicy, Oracle, OutputMode, PostProcessor
 
 __all__ = ["Victim"]
 
@@ -125,8 +122,6 @@ class Victim:
         on_exhausted: ExhaustedPolicy = "raise",
     ) -> Oracle:
         """A black-box view of this victim for a batch of `n` samples; see `Oracle`."""
-        from bastion.core.oracle import Oracle
-
         return Oracle(
             self, n, output=output, k=k, postprocess=postprocess, max_queries=max_queries, on_exhausted=on_exhausted
         )

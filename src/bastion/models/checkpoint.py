@@ -17,19 +17,20 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 
 import bastion
 from bastion._atomic import atomic_path
 from bastion.core.errors import BastionError, CheckpointError
+from bastion.models._build import build_model
+from bastion.models._weights import check_file, load_state_dict_file
+from bastion.models.external import load_external
 
 __all__ = ["CheckpointMeta", "load_checkpoint", "load_state_dict_file", "read_meta", "save_checkpoint"]
 
 FORMAT = "bastion-checkpoint/1"
 _META_KEY = "bastion"
-_PICKLE_PROTOCOL_BYTE = 0x80
-_ZIP_MAGIC = b"PK\x03\x04"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -112,30 +113,9 @@ def save_checkpoint(path: str | Path, model: nn.Module, meta: CheckpointMeta) ->
     return Path(path)
 
 
-def _refuse_pickles(path: Path) -> None:
-    with path.open("rb") as f:
-        head = f.read(9)
-    # safetensors: an 8-byte header length, then the JSON header's "{"
-    if head[8:9] == b"{":
-        return
-    if head[:1] and (head[0] == _PICKLE_PROTOCOL_BYTE or head[:4] == _ZIP_MAGIC):
-        raise CheckpointError(
-            f"{path} is a pickled PyTorch file; bastion never unpickles checkpoints. Convert it once where you "
-            "trust it: safetensors.torch.save_file(model.state_dict(), 'model.safetensors')"
-        )
-
-
-def _check_file(path: str | Path) -> Path:
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} not found; train one with `bastion train --out {path}`")
-    _refuse_pickles(path)
-    return path
-
-
 def read_meta(path: str | Path) -> CheckpointMeta:
     """The metadata of the checkpoint at `path`, read from the header alone."""
-    path = _check_file(path)
+    path = check_file(path)
     try:
         with safe_open(str(path), "pt") as f:
             header = f.metadata() or {}
@@ -152,20 +132,8 @@ def read_meta(path: str | Path) -> CheckpointMeta:
         raise CheckpointError(f"{path}: metadata is not valid JSON ({e})") from None
 
 
-def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
-    """All tensors of a safetensors file; a clear `CheckpointError` when it is corrupted or truncated."""
-    path = _check_file(path)
-    try:
-        return load_file(str(path))
-    except (SafetensorError, OSError) as e:
-        raise CheckpointError(f"{path} is corrupted or truncated ({e}); re-save or re-train it") from None
-
-
 def load_checkpoint(path: str | Path, *, device: str | torch.device = "cpu") -> tuple[nn.Module, CheckpointMeta]:
     """Rebuild the model saved at `path` and load its weights. Returns (model in eval mode, metadata)."""
-    from bastion.models import build_model
-    from bastion.models.external import load_external
-
     meta = read_meta(path)
     state = load_state_dict_file(path)
     try:

@@ -19,7 +19,7 @@ from torch import Tensor, nn
 
 from bastion.core.errors import CheckpointError, ConfigError, ModelError, did_you_mean
 from bastion.core.ops import Normalize
-from bastion.models.checkpoint import load_state_dict_file
+from bastion.models._weights import load_state_dict_file
 
 __all__ = ["ExternalModel", "import_factory", "load_external", "load_weights_into"]
 

@@ -12,10 +12,11 @@ import torch
 from torch import Tensor, nn
 
 from bastion.attacks.evasion import CGBA, CGBAH
-from bastion.attacks.evasion._cgba_geometry import dct_matrix, low_frequency, rotate
+from bastion.attacks.evasion._cgba_geometry import low_frequency, rotate
 from bastion.attacks.evasion.base import EvasionAttack
 from bastion.core import Victim
 from bastion.core.errors import ConfigError
+from bastion.core.ops import dct_matrix
 from bastion.core.random import make_generator
 from bastion.core.registry import ATTACKS
 from bastion.core.results import AttackResult

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import pytest
 import torch
 from torch import Tensor
 
-from bastion.attacks.evasion.simba import SimBA, basis_order, dct_matrix
+from bastion.attacks.evasion.simba import SimBA, basis_order
 from bastion.core import Victim
 from bastion.core.errors import ConfigError
 from bastion.core.progress import ProgressEvent
@@ -44,18 +43,6 @@ def _check_run(victim: Victim, x: Tensor, y: Tensor, attack: SimBA, budget: int,
     assert torch.equal(q[first >= 0], first[first >= 0])  # a fooled sample stops querying at once
     assert torch.all(q[first < 0] == budget)  # the others spend their whole budget
     return r
-
-
-def test_dct_matrix_is_the_orthonormal_dct() -> None:
-    for n in (1, 5, 8):
-        d = dct_matrix(n, torch.device("cpu"))
-        assert torch.allclose(d @ d.T, torch.eye(n), atol=1e-6)
-        x = torch.rand(n, generator=make_generator(0))
-        i = torch.arange(n, dtype=torch.float32)
-        direct = torch.stack([(x * torch.cos(math.pi * (2 * i + 1) * k / (2 * n))).sum() for k in range(n)])
-        scale = torch.full((n,), math.sqrt(2 / n))
-        scale[0] = math.sqrt(1 / n)
-        assert torch.allclose(d @ x, direct * scale, atol=1e-5)
 
 
 def test_basis_orders() -> None:

@@ -12,19 +12,20 @@ from __future__ import annotations
 import math
 from abc import abstractmethod
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import ClassVar
 
 import torch
 from torch import Tensor
 
+from bastion.attacks.evasion._decision import Decision
 from bastion.attacks.evasion.base import EvasionAttack, RunContext
+from bastion.core.ops import dct_matrix
 from bastion.core.oracle import Oracle
 from bastion.core.params import param
 from bastion.core.progress import report
 from bastion.core.threat import Access, Norm
 
-__all__ = ["CGBAFamily", "Run", "dct_matrix", "low_frequency", "rotate"]
+__all__ = ["CGBAFamily", "Run", "low_frequency", "rotate"]
 
 # The reference's constants (Farhamdur/CGBA proposed_attack.py), not hyperparameters of the paper.
 MAX_BISECTION = 100  # straight-segment bisection steps
@@ -32,20 +33,6 @@ MAX_ARC_BISECTION = 101  # semicircle bisection steps (the reference stops once 
 # Elements of one estimation query: above this the rows go to the oracle in several queries (memory only).
 _MAX_QUERY_ELEMENTS = 2**25
 _PHASES = ("init", "estimate", "search", "final")  # where queries go, counted apart (`extra["queries_<phase>"]`)
-
-
-@lru_cache(maxsize=16)
-def _dct_cached(n: int, device: torch.device) -> Tensor:
-    k = torch.arange(n, dtype=torch.float64)[:, None]
-    i = torch.arange(n, dtype=torch.float64)[None, :]
-    d = torch.cos(math.pi * (2 * i + 1) * k / (2 * n)) * math.sqrt(2.0 / n)
-    d[0] /= math.sqrt(2.0)
-    return d.float().to(device)
-
-
-def dct_matrix(n: int, device: torch.device | str = "cpu") -> Tensor:
-    """The orthonormal DCT-II matrix (n, n): `D @ x` is scipy's `dct(x, norm="ortho")`, `D.T @ c` its inverse."""
-    return _dct_cached(n, torch.device(device))
 
 
 def low_frequency(z: Tensor, h: int, w: int) -> Tensor:
@@ -75,23 +62,22 @@ class Run:
     """Per-run state of the M samples handed in; rows of every tensor are samples.
 
     Attributes:
-        x: the clean inputs (M, C, H, W); y their labels, t the targets (or None).
+        dec: the label oracle, the budgets and the closest adversarial input found so far (L2), per sample.
         xb: the current boundary point of each sample (the adversarial end of its last search).
-        best: the closest adversarial input found so far; best_d its L2 distance (inf: none yet).
         alive: samples with an adversarial start (the others keep x and send no more queries).
         spent: queries per phase, (M,) each: `init`, `estimate`, `search`, `final`.
     """
 
-    oracle: Oracle
+    dec: Decision
     ctx: RunContext
-    x: Tensor
-    y: Tensor
-    t: Tensor | None
     xb: Tensor
-    best: Tensor
-    best_d: Tensor
     alive: Tensor
     spent: dict[str, Tensor]
+
+    @property
+    def x(self) -> Tensor:
+        """The clean inputs (M, C, H, W)."""
+        return self.dec.x
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -119,16 +105,12 @@ class CGBAFamily(EvasionAttack):
 
     def _perturb(self, oracle: Oracle, x: Tensor, y: Tensor, ctx: RunContext) -> Tensor:
         m = x.shape[0]
-        inf = torch.full((m,), math.inf, device=x.device)
+        # one query is always kept back for the final check (`_settle`)
+        dec = Decision(oracle, x, y, ctx.target_labels, norm="l2", trace=ctx.trace, cap=self.n_queries, reserve=1)
         run = Run(
-            oracle=oracle,
+            dec=dec,
             ctx=ctx,
-            x=x,
-            y=y,
-            t=ctx.target_labels,
             xb=x.clone(),
-            best=x.clone(),
-            best_d=inf,
             alive=torch.zeros(m, dtype=torch.bool, device=x.device),
             spent={k: torch.zeros(m, dtype=torch.long, device=x.device) for k in _PHASES},
         )
@@ -148,7 +130,7 @@ class CGBAFamily(EvasionAttack):
         assert isinstance(spent_total, Tensor) and torch.equal(spent_total, oracle.queries)  # every query accounted
         ctx.extra.update({f"queries_{k}": int(v.sum()) for k, v in run.spent.items()})
         ctx.extra["iterations"] = iterations
-        return run.best
+        return dec.best_x
 
     @abstractmethod
     def _search(self, run: Run, ids: Tensor, eta: Tensor) -> None:
@@ -159,35 +141,22 @@ class CGBAFamily(EvasionAttack):
 
     # ---------------------------------------------------------------- queries and budgets
 
-    def left(self, run: Run, ids: Tensor, reserve: int = 1) -> Tensor:
-        """Queries samples `ids` may still send under the attack's own `n_queries` and the oracle's budget,
-        keeping `reserve` for the final check (`_settle`)."""
-        spent = sum(v[ids] for v in run.spent.values())
-        return torch.minimum(self.n_queries - spent, run.oracle.remaining(ids)) - reserve
-
     def _active(self, run: Run) -> Tensor:
         """Samples still attacked: a start was found and the budget is not spent."""
         ids = run.alive.nonzero().squeeze(1)
-        return ids[self.left(run, ids) > 0]
+        return ids[run.dec.room(ids) > 0]
 
     def ask(self, run: Run, rows: Tensor, pts: Tensor, phase: str, record: bool = True) -> Tensor:
         """Query points pts (R, C, H, W), row i for sample rows[i]; whether each is adversarial (R,).
 
-        The caller has checked the budget. With `record`, adversarial points closer than a sample's best
-        become its best and are reported to the trace (rows must then name distinct samples).
+        The caller has checked the budget (`run.dec.room`); the queries count towards `phase`. With `record`,
+        adversarial points closer than a sample's best become its best and are reported to the trace (rows
+        must then name distinct samples).
         """
-        labels = run.oracle.query(pts, rows)
-        adv = labels == run.t[rows] if run.t is not None else labels != run.y[rows]
+        adv = run.dec.adversarial(pts, rows)
         run.spent[phase] += torch.bincount(rows, minlength=run.spent[phase].shape[0])
         if record:
-            dist = (pts - run.x[rows]).flatten(1).norm(dim=1)
-            better = adv & (dist < run.best_d[rows])
-            if bool(better.any()):
-                who = rows[better]
-                run.best[who] = pts[better]
-                run.best_d[who] = dist[better]
-                if run.ctx.trace is not None:
-                    run.ctx.trace.adversarial(who, run.oracle.queries[who], dist[better])
+            run.dec.offer(rows[adv], pts[adv])
         return adv
 
     def _settle(self, run: Run) -> None:
@@ -195,17 +164,18 @@ class CGBAFamily(EvasionAttack):
 
         A bisection's adversarial end may lie within float32 noise of the boundary, where the label can
         change with the batch the model evaluates it in (run()'s final check included); 2 * tol more L2 puts
-        it safely inside the adversarial side. The query was reserved by `left`.
+        it safely inside the adversarial side. The query was the one `run.dec.room` keeps back.
         """
-        ids = torch.isfinite(run.best_d).nonzero().squeeze(1)
-        ids = ids[self.left(run, ids, reserve=0) > 0]
+        best, best_d = run.dec.best_x, run.dec.best_d
+        ids = torch.isfinite(best_d).nonzero().squeeze(1)
+        ids = ids[run.dec.room(ids, reserve=0) > 0]
         if ids.numel() == 0:
             return
-        x, d = run.x[ids], run.best_d[ids].clamp(min=1e-12)
+        x, d = run.x[ids], best_d[ids].clamp(min=1e-12)
         lo, hi = self.threat.bounds
-        pts = (x + (run.best[ids] - x) * (1 + 2 * self.tol / d).view(-1, *([1] * (x.dim() - 1)))).clamp(lo, hi)
+        pts = (x + (best[ids] - x) * (1 + 2 * self.tol / d).view(-1, *([1] * (x.dim() - 1)))).clamp(lo, hi)
         ok = self.ask(run, ids, pts, "final", record=False)
-        run.best[ids[ok]] = pts[ok]
+        best[ids[ok]] = pts[ok]
 
     # ---------------------------------------------------------------- initialisation
 
@@ -214,13 +184,14 @@ class CGBAFamily(EvasionAttack):
         x, m = run.x, run.x.shape[0]
         start = x.clone()
         found = torch.zeros(m, dtype=torch.bool, device=x.device)
-        if run.t is not None:
+        y, t = run.dec.y, run.dec.target
+        if t is not None:
             # Targeted (the reference starts from an image of the target class): the nearest image of the batch
             # whose label is the target, checked with one query.
-            same = run.y[None, :] == run.t[:, None]  # (M, M): image j has sample i's target label
+            same = y[None, :] == t[:, None]  # (M, M): image j has sample i's target label
             dist = torch.cdist(x.flatten(1), x.flatten(1)).masked_fill(~same, math.inf)
             near_d, near = dist.min(dim=1)
-            ids = (torch.isfinite(near_d) & (self.left(run, torch.arange(m, device=x.device)) > 0)).nonzero()
+            ids = (torch.isfinite(near_d) & (run.dec.room(torch.arange(m, device=x.device)) > 0)).nonzero()
             ids = ids.squeeze(1)
             if ids.numel():
                 adv = self.ask(run, ids, x[near[ids]], "init")
@@ -247,7 +218,7 @@ class CGBAFamily(EvasionAttack):
         lo, hi = self.threat.bounds
         for k in range(1, self.init_tries + 1):
             ids = (~found).nonzero().squeeze(1)
-            ids = ids[self.left(run, ids) > 0]
+            ids = ids[run.dec.room(ids) > 0]
             if ids.numel() == 0:
                 return
             noise = torch.randn(x.shape, generator=gen, device=gen.device).to(x.device)
@@ -270,7 +241,7 @@ class CGBAFamily(EvasionAttack):
         bh, bw = (max(int(h / f), 1), max(int(w / f), 1)) if f > 1 else (h, w)
         # drawn for every sample (used or not): a sample's directions do not depend on the others' budgets
         z = torch.randn((m, q, c, bh, bw), generator=gen, device=gen.device).to(x.device)
-        nq = self.left(run, ids).clamp(max=q)  # (K,)
+        nq = run.dec.room(ids).clamp(max=q)  # (K,)
         use = torch.arange(q, device=x.device)[None, :] < nq[:, None]  # (K, q)
         rows = ids[:, None].expand(-1, q)[use]  # (R,)
         coeff = z[ids][use]  # (R, C, bh, bw)
@@ -301,17 +272,16 @@ class CGBAFamily(EvasionAttack):
 
     def bisect(self, run: Run, ids: Tensor, clean: Tensor, adv: Tensor, phase: str) -> None:
         """Bisect the segments [clean, adv] of samples ids (adv adversarial) until the ends are closer than
-        `tol`, after `MAX_BISECTION` steps, or when the budget ends; x_b becomes the adversarial end."""
-        clean, adv = clean.clone(), adv.clone()
-        going = torch.arange(ids.numel(), device=ids.device)
-        for _ in range(MAX_BISECTION):
-            going = going[self.left(run, ids[going]) > 0]
-            if going.numel() == 0:
-                break
-            mid = (clean[going] + adv[going]) / 2
-            hit = self.ask(run, ids[going], mid, phase)
-            adv[going[hit]] = mid[hit]
-            clean[going[~hit]] = mid[~hit]
-            gap = (adv[going] - clean[going]).flatten(1).norm(dim=1)
-            going = going[gap >= self.tol]
-        run.xb[ids] = adv
+        `tol`, after `MAX_BISECTION` steps, or when the budget ends; x_b becomes the adversarial end.
+
+        As the reference, every segment takes a first step however short it is, and the midpoints are the
+        points themselves (the straight segment in input space)."""
+        run.xb[ids] = run.dec.bisect(
+            ids,
+            clean,
+            adv,
+            lambda r, mid: self.ask(run, ids[r], mid, phase),
+            lambda r, c, a: (a - c).flatten(1).norm(dim=1) >= self.tol,
+            start=torch.ones(ids.numel(), dtype=torch.bool, device=ids.device),
+            max_steps=MAX_BISECTION,
+        )

@@ -17,6 +17,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
+from bastion.attacks.evasion._active import Retire, State
 from bastion.attacks.evasion._gradient import normalize_l2
 from bastion.attacks.evasion._losses import make_loss, misclassified
 from bastion.attacks.evasion.base import EvasionAttack, RunContext
@@ -25,19 +26,12 @@ from bastion.core.oracle import Oracle, OutputMode
 from bastion.core.progress import report
 from bastion.core.threat import Access, Norm
 
-__all__ = ["EstimationAttack", "State", "ce_objective", "clipped_probe", "query_room"]
-
-State = dict[str, Tensor]  # per active sample, every entry has M rows; "ids", "x0", "x", "y" (and "t") always
+__all__ = ["EstimationAttack", "ce_objective", "clipped_probe"]
 
 
 def ce_objective(logits: Tensor, st: State) -> Tensor:
     """The loss the estimators climb (M,): CE to the true label, or -CE to the target (targeted)."""
     return make_loss("ce", st["y"], st.get("t"))(logits)
-
-
-def query_room(oracle: Oracle, ids: Tensor, n_queries: int) -> Tensor:
-    """Queries samples `ids` may still send (M,): within the attack's `n_queries` and the oracle's budget."""
-    return torch.minimum(oracle.remaining(ids), n_queries - oracle.queries[ids])
 
 
 def clipped_probe(x: Tensor, direction: Tensor, bounds: tuple[float, float]) -> Tensor:
@@ -85,30 +79,21 @@ class EstimationAttack(EvasionAttack):
     def _perturb(self, oracle: Oracle, x: Tensor, y: Tensor, ctx: RunContext) -> Tensor:
         n, cost, gen = x.shape[0], self._step_cost(), ctx.gen
         x_adv = x.clone()
+        retire = Retire(x_adv, lambda s: s["x"], oracle, ctx.trace)  # a leaving sample's result: its last image
         st: State = {"ids": torch.arange(n, device=x.device), "x0": x, "x": x.clone(), "y": y}
         if ctx.target_labels is not None:
             st["t"] = ctx.target_labels
         st = self._init_state(st, gen)
-        budget = self.n_queries if oracle.max_queries is None else min(self.n_queries, oracle.max_queries)
-        total = budget // cost  # the steps of a sample never fooled
+        total = oracle.budget(self.n_queries) // cost  # the steps of a sample never fooled
         step = 0
         while st["ids"].numel():
-            afford = query_room(oracle, st["ids"], self.n_queries) >= cost
-            if not bool(afford.all()):  # out of budget: keep the last image, stop querying
-                x_adv[st["ids"][~afford]] = st["x"][~afford]
-                st = {k: v[afford] for k, v in st.items()}
-                if not st["ids"].numel():
-                    break
+            st = retire.spent(st, cost, self.n_queries)  # a step is taken whole or not at all
+            if not st["ids"].numel():
+                break
             g, st = self._estimate(oracle, st, gen)
             st["x"] = self._image_step(st["x"], st["x0"], g)
             logits = oracle.query(st["x"], st["ids"])  # the paid success check
-            fooled = misclassified(logits, st["y"], st.get("t"))
-            if bool(fooled.any()):
-                done = st["ids"][fooled]
-                x_adv[done] = st["x"][fooled]
-                if ctx.trace is not None:
-                    ctx.trace.adversarial(done, oracle.queries[done])
-                st = {k: v[~fooled] for k, v in st.items()}
+            st = retire.fooled(st, misclassified(logits, st["y"], st.get("t")))
             step += 1
             if step % self.progress_every == 0:
                 report(ctx.progress, self.name, step, total)

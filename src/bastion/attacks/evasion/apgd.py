@@ -330,7 +330,7 @@ class APGDCE(_APGD):
     one restart is what AutoAttack "standard" runs (its "plus" version runs 5).
 
     Reproduces: as stages of AutoAttack, the README's Madry MNIST (eps = 0.3) robust accuracy of 88.50%
-    (clean 98.53%). The CPU proxy compares robust accuracy with the `fra31/auto-attack` snapshot on the
+    (clean 98.53%). The CPU check compares robust accuracy with the `fra31/auto-attack` snapshot on the
     same images and seed (`benchmarks/evasion_peers.py`).
     """
 
@@ -369,7 +369,7 @@ class APGDT(_APGD):
     reference's defaults and "standard"'s settings).
 
     Reproduces: as the second stage of AutoAttack, the README's Madry MNIST (eps = 0.3) robust accuracy
-    of 88.50%; the CPU proxy compares with the `fra31/auto-attack` snapshot on the same images and seed
+    of 88.50%; the CPU check compares with the `fra31/auto-attack` snapshot on the same images and seed
     (`benchmarks/evasion_peers.py`).
     """
 

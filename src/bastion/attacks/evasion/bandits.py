@@ -9,7 +9,8 @@ import torch
 from torch import Tensor
 
 from bastion.attacks.base import register_attack
-from bastion.attacks.evasion._estimation import EstimationAttack, State, ce_objective, clipped_probe
+from bastion.attacks.evasion._active import State
+from bastion.attacks.evasion._estimation import EstimationAttack, ce_objective, clipped_probe
 from bastion.attacks.evasion._gradient import normalize_l2
 from bastion.core.oracle import Oracle
 from bastion.core.params import param
@@ -53,8 +54,8 @@ class Bandits(EstimationAttack):
     Inception-v3 inputs is a tiling of about 6 pixels, the default `tile_size`.
 
     Numbers: the paper reports Bandits-TD at L-inf 0.05 on ImageNet Inception-v3 with about 1.1k mean
-    queries and about 5% failure, against about 1.7k and 20% for NES (spec section 9, unconfirmed). CPU
-    proxy, measured (`benchmarks/score_baselines.py`, `small_cnn` on `mnist5k`, 40 correctly classified
+    queries and about 5% failure, against about 1.7k and 20% for NES (approximate, not re-checked against
+    its tables). Measured on CPU (`benchmarks/score_baselines.py`, `small_cnn` on `mnist5k`, 40 correctly classified
     test images, L-inf 0.3, defaults): success 0.35 / 0.82 / 0.88 / 0.90 at 100 / 250 / 500 / 1,000
     queries, 147 mean queries over successes (NES with lr 0.06: 0.00 / 0.00 / 0.35 / 0.88; Square 1.00
     from 100 on; random noise 0.57 / 0.65 / 0.65 / 0.70). At L2 2.0 the ImageNet defaults reach 0.20

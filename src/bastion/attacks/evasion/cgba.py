@@ -74,7 +74,7 @@ class CGBA(CGBAFamily):
         going = torch.arange(ids.numel(), device=ids.device)  # positions in ids still probing
         ready = torch.zeros(ids.numel(), dtype=torch.bool, device=ids.device)
         for k in range(1, MAX_PROBES + 1):
-            going = going[self.left(run, ids[going]) > 0]
+            going = going[run.dec.room(ids[going]) > 0]
             if going.numel() == 0:
                 break
             phi = torch.full_like(theta[going], math.pi / 2 * (1 - 2.0**-k))
@@ -98,7 +98,7 @@ class CGBA(CGBAFamily):
         adv, clean = run.xb[ids].clone(), x.clone()
         going = torch.arange(ids.numel(), device=ids.device)
         for _ in range(MAX_ARC_BISECTION):
-            going = going[self.left(run, ids[going]) > 0]
+            going = going[run.dec.room(ids[going]) > 0]
             if going.numel() == 0:
                 break
             mid = adv_dir[going] + clean_dir[going]

@@ -50,7 +50,7 @@ class CGBAH(CGBAFamily):
         hit = torch.zeros(ids.numel(), dtype=torch.bool, device=ids.device)
         going = torch.arange(ids.numel(), device=ids.device)  # positions in ids still probing
         for k in range(1, MAX_PROBES + 1):
-            going = going[self.left(run, ids[going]) > 0]
+            going = going[run.dec.room(ids[going]) > 0]
             if going.numel() == 0:
                 break
             phi = theta[going] / 2**k

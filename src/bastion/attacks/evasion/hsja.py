@@ -10,8 +10,7 @@ import torch
 from torch import Tensor
 
 from bastion.attacks.base import register_attack
-from bastion.attacks.evasion._decision import checked_pool, sample_generators
-from bastion.attacks.evasion._estimation import query_room
+from bastion.attacks.evasion._decision import Decision, checked_pool, sample_generators
 from bastion.attacks.evasion._gradient import normalize_l2
 from bastion.attacks.evasion.base import EvasionAttack, RunContext
 from bastion.core.ops import lp_norms
@@ -24,15 +23,6 @@ __all__ = ["HSJA"]
 
 _INIT_BLEND_TOL = 1e-3  # the reference's bracket on the blend weight of the starting noise
 _PROBE_FLOATS = 2**23  # probe values held at once by the gradient estimate (32 MiB in float32)
-_UNLIMITED = torch.iinfo(torch.long).max // 2  # `n_queries=None`: no cap of the attack's own
-
-
-@dataclass
-class _Best:
-    """The closest adversarial input found so far per sample (n,), in the threat norm (inf: none yet)."""
-
-    x: Tensor
-    dist: Tensor
 
 
 @register_attack("hsja")
@@ -78,7 +68,7 @@ class HSJA(EvasionAttack):
     a start from at most 10,000 noise draws); it sets no query budget (`n_queries=None`), nor do ART
     (50 iterations) or Foolbox (64).
 
-    Numbers (spec 5.1 Verify, `benchmarks/blackbox_peers.py --n 40`, measured on a loaded 2-core CPU):
+    Numbers (`benchmarks/blackbox_peers.py --n 40`, measured on a loaded 2-core CPU):
     on an undefended `small_cnn` on `mnist5k`, the first 40 correctly classified test images, L2,
     untargeted, the median L2 after 250 / 500 / 1,000 queries is 4.97 / 3.05 / 2.41, against ART's
     HopSkipJump 4.82 / 3.11 / 2.49 and Foolbox's 4.92 / 3.24 / 2.53 (both one image at a time; Foolbox
@@ -104,11 +94,10 @@ class HSJA(EvasionAttack):
 
     def _perturb(self, oracle: Oracle, x: Tensor, y: Tensor, ctx: RunContext) -> Tensor:
         n, d = x.shape[0], x[0].numel()
-        lab = y if ctx.target_labels is None else ctx.target_labels
         pool = checked_pool(self.name, self.init_pool, x, self.threat.bounds)
         gens = sample_generators(x, ctx.gen)
-        best = _Best(x=x.clone(), dist=torch.full((n,), math.inf, device=x.device))
-        run = _Run(self, oracle, ctx, x, lab, best)
+        dec = Decision(oracle, x, y, ctx.target_labels, norm=self.threat.norm, trace=ctx.trace, cap=self.n_queries)
+        run = _Run(self, dec)
         theta = self.gamma / (d * math.sqrt(d)) if self.threat.norm == "l2" else self.gamma / d**2
         n_bisect = math.ceil(math.log2(max(1.0, oracle.bounds[1] - oracle.bounds[0]) / theta))
 
@@ -128,10 +117,10 @@ class HSJA(EvasionAttack):
         for t in range(1, self.steps + 1):
             # leave: no room left for a useful iteration, or (stop_at_eps) within eps
             evals = min(int(self.init_evals * math.sqrt(t)), self.max_evals)
-            b = torch.clamp(run.remaining(ids) - (n_bisect + 1), max=evals)
+            b = torch.clamp(dec.room(ids, reserve=n_bisect + 1), max=evals)
             keep = b >= 1
             if self.stop_at_eps:
-                keep &= best.dist[ids] > self.threat.eps
+                keep &= dec.best_d[ids] > self.threat.eps
             if not bool(keep.all()):
                 ids, cur, dist, dist_post, b = ids[keep], cur[keep], dist[keep], dist_post[keep], b[keep]
                 gens = [g for g, k in zip(gens, keep.tolist(), strict=True) if k]
@@ -148,40 +137,15 @@ class HSJA(EvasionAttack):
             gens = [g for g, k in zip(gens, moved.tolist(), strict=True) if k]
             cur, dist, dist_post = run.to_boundary(ids, stepped[moved], theta)
             report(ctx.progress, "hsja", t, self.steps)
-        return best.x
+        return dec.best_x
 
 
 class _Run:
-    """The state of one `_perturb` call shared by its phases: the oracle, budgets, the best records."""
+    """The phases of one `_perturb` call around its `Decision` (phi, budgets, the best records)."""
 
-    def __init__(self, attack: HSJA, oracle: Oracle, ctx: RunContext, x: Tensor, lab: Tensor, best: _Best) -> None:
-        self.attack, self.oracle, self.ctx, self.x, self.lab, self.best = attack, oracle, ctx, x, lab, best
-        self.norm = attack.threat.norm
-        self.targeted = ctx.target_labels is not None
-        self.lo, self.hi = oracle.bounds
-        self.cap = _UNLIMITED if attack.n_queries is None else attack.n_queries
-
-    def remaining(self, ids: Tensor) -> Tensor:
-        """Queries each sample `ids` may still spend: the smaller of the oracle's and the attack's budget."""
-        return query_room(self.oracle, ids, self.cap)
-
-    def phi(self, pts: Tensor, ids: Tensor) -> Tensor:
-        """Query rows `pts` of samples `ids`; True where adversarial. Adversarial rows are offered as results."""
-        pred = self.oracle.query(pts, ids)
-        adv = pred == self.lab[ids] if self.targeted else pred != self.lab[ids]
-        return adv
-
-    def offer(self, ids: Tensor, pts: Tensor) -> None:
-        """Adversarial inputs `pts` of distinct samples `ids`: keep those closer than the best so far."""
-        if ids.numel() == 0:
-            return
-        dist = lp_norms(pts - self.x[ids], self.norm)
-        better = dist < self.best.dist[ids]
-        if bool(better.any()):
-            i = ids[better]
-            self.best.x[i], self.best.dist[i] = pts[better], dist[better]
-            if self.ctx.trace is not None:
-                self.ctx.trace.adversarial(i, self.oracle.queries[i], dist[better])
+    def __init__(self, attack: HSJA, dec: Decision) -> None:
+        self.attack, self.dec, self.x, self.norm = attack, dec, dec.x, attack.threat.norm
+        self.lo, self.hi = dec.oracle.bounds
 
     def start(self, pool: Tensor | None, gens: list[torch.Generator]) -> tuple[Tensor, Tensor, Tensor]:
         """Adversarial starts: (samples that have one, their start, whether it is noise), one query per try."""
@@ -196,7 +160,7 @@ class _Run:
             n_pool = pool.shape[0]
         searching = torch.arange(n, device=x.device)
         for k in range(self.attack.init_tries):
-            searching = searching[self.remaining(searching) > 0]
+            searching = searching[self.dec.room(searching) > 0]
             if searching.numel() == 0:
                 break
             if order is not None and k < n_pool:
@@ -205,10 +169,10 @@ class _Run:
             else:
                 draws = [torch.rand(shape, generator=gens[i], device=x.device) for i in searching.tolist()]
                 cand = torch.stack(draws) * (self.hi - self.lo) + self.lo
-            ok = self.phi(cand, searching)
+            ok = self.dec.adversarial(cand, searching)
             got = searching[ok]
             start[got], found[got], noisy[got] = cand[ok], True, k >= n_pool
-            self.offer(got, cand[ok])
+            self.dec.offer(got, cand[ok])
             searching = searching[~ok]
         ids = found.nonzero().squeeze(1)
         return ids, start[ids], noisy[ids]
@@ -218,19 +182,18 @@ class _Run:
         `thr` or the budget ends; return the adversarial end. `blend`: the point at a is (1 - a) x + a far;
         else far clipped to the L-inf ball of radius a around x."""
         x = self.x[ids]
-        high, low = high.clone(), torch.zeros_like(high)
-        while True:
+
+        def probe(r: Tensor, mid: Tensor) -> Tensor:
+            pts = _blend(x[r], far[r], mid) if blend else _clip(x[r], far[r], mid)
+            ok = self.dec.adversarial(pts, ids[r])
+            self.dec.offer(ids[r][ok], pts[ok])
+            return ok
+
+        def is_open(r: Tensor, low: Tensor, high: Tensor) -> Tensor:
             mid = (low + high) / 2
-            go = (high - low > thr) & (mid > low) & (mid < high)  # (and not stuck at float precision)
-            go &= self.remaining(ids) > 0
-            if not bool(go.any()):
-                return high
-            g = go.nonzero().squeeze(1)
-            pts = _blend(x[g], far[g], mid[g]) if blend else _clip(x[g], far[g], mid[g])
-            ok = self.phi(pts, ids[g])
-            high[g] = torch.where(ok, mid[g], high[g])
-            low[g] = torch.where(ok, low[g], mid[g])
-            self.offer(ids[g][ok], pts[ok])
+            return (high - low > thr[r]) & (mid > low) & (mid < high)  # (and not stuck at float precision)
+
+        return self.dec.bisect(ids, torch.zeros_like(high), high, probe, is_open)
 
     def to_boundary(self, ids: Tensor, far: Tensor, theta: float) -> tuple[Tensor, Tensor, Tensor]:
         """The reference's boundary search from the adversarial `far` towards the clean inputs:
@@ -273,7 +236,7 @@ class _Run:
         probes = (cur[:, None] + delta.view(view) * rv).clamp(self.lo, self.hi)
         rv = (probes - cur[:, None]) / delta.view(view)
         rows = ids[:, None].expand(g, bmax)[valid]
-        adv_rows = self.phi(probes[valid], rows)
+        adv_rows = self.dec.adversarial(probes[valid], rows)
         adv = torch.zeros(g, bmax, dtype=torch.bool, device=cur.device)
         adv[valid] = adv_rows
         self._offer_probes(ids, probes, adv, valid)
@@ -293,7 +256,7 @@ class _Run:
         row = dist.argmin(1)
         has = torch.isfinite(dist.min(1).values)
         sel = has.nonzero().squeeze(1)
-        self.offer(ids[sel], probes[sel, row[sel]])
+        self.dec.offer(ids[sel], probes[sel, row[sel]])
 
     def step(self, ids: Tensor, cur: Tensor, update: Tensor, xi: Tensor) -> tuple[Tensor, Tensor]:
         """Geometric progression: halve each sample's step xi until cur + xi * update is adversarial.
@@ -303,15 +266,15 @@ class _Run:
         searching = torch.ones_like(moved)
         xi = xi.clone()
         while True:
-            searching &= self.remaining(ids) > 0
+            searching &= self.dec.room(ids) > 0
             if not bool(searching.any()):
                 return out, moved
             g = searching.nonzero().squeeze(1)
             cand = (cur[g] + xi[g].view(view) * update[g]).clamp(self.lo, self.hi)
-            ok = self.phi(cand, ids[g])
+            ok = self.dec.adversarial(cand, ids[g])
             out[g[ok]], moved[g[ok]], searching[g[ok]] = cand[ok], True, False
             xi[g[~ok]] /= 2
-            self.offer(ids[g[ok]], cand[ok])
+            self.dec.offer(ids[g[ok]], cand[ok])
 
 
 def _blend(x: Tensor, far: Tensor, alpha: Tensor) -> Tensor:

@@ -9,7 +9,8 @@ import torch
 from torch import Tensor
 
 from bastion.attacks.base import register_attack
-from bastion.attacks.evasion._estimation import EstimationAttack, State, ce_objective, clipped_probe
+from bastion.attacks.evasion._active import State
+from bastion.attacks.evasion._estimation import EstimationAttack, ce_objective, clipped_probe
 from bastion.core.oracle import Oracle
 from bastion.core.params import param
 
@@ -42,8 +43,9 @@ class NES(EstimationAttack):
     pairs, sigma 0.1, lr 0.3 (eps 5); 10,000 queries. labsix/limited-blackbox-attacks adds momentum
     0.9, a decaying learning rate and a line search (paper: sigma 0.001 per pixel, n = 50 samples).
 
-    Numbers: the Prior-Convictions paper reports NES at L-inf 0.05 on ImageNet Inception-v3 with about
-    1.7k mean queries and about 20% failure (spec section 9, unconfirmed). CPU proxy, measured
+    Numbers: the Prior-Convictions paper (arXiv 1807.07978) reports NES at L-inf 0.05 on ImageNet
+    Inception-v3 with about 1.7k mean queries and about 20% failure (approximate, not re-checked against
+    its tables). Measured on CPU
     (`benchmarks/score_baselines.py`, `small_cnn` on `mnist5k`, 40 correctly classified test images):
     at L-inf 0.3 with lr 0.06 (the references' lr / eps ratio) success 0.35 / 0.88 at 500 / 1,000
     queries (Bandits-TD 0.88 / 0.90, Square 1.00 / 1.00, random noise 0.65 / 0.70); the default lr

@@ -10,8 +10,7 @@ import torch
 from torch import Tensor
 
 from bastion.attacks.base import register_attack
-from bastion.attacks.evasion._decision import checked_pool, sample_generators
-from bastion.attacks.evasion._estimation import query_room
+from bastion.attacks.evasion._decision import Decision, checked_pool, sample_generators
 from bastion.attacks.evasion._gradient import normalize_l2
 from bastion.attacks.evasion.base import EvasionAttack, RunContext
 from bastion.core.oracle import Oracle, OutputMode
@@ -46,18 +45,13 @@ class _Probe:
     sample's search when it has no query left; the adversarial end found so far is then its answer.
     """
 
-    def __init__(self, oracle: Oracle, x: Tensor, y: Tensor, target: Tensor | None, n_queries: int) -> None:
-        self.oracle, self.x, self.y, self.target, self.n_queries = oracle, x, y, target, n_queries
-        self.lo, self.hi = oracle.bounds
-
-    def left(self, ids: Tensor) -> Tensor:
-        """Queries samples `ids` may still spend (M,), within `n_queries` and the oracle's budget."""
-        return query_room(self.oracle, ids, self.n_queries)
+    def __init__(self, dec: Decision) -> None:
+        self.dec, self.x = dec, dec.x
+        self.lo, self.hi = dec.oracle.bounds
 
     def adversarial(self, ids: Tensor, points: Tensor) -> Tensor:
         """Query `points` (R, C, H, W) for samples `ids` (R,), clipped to the bounds; adversarial (R,)."""
-        labels = self.oracle.query(points.clamp(self.lo, self.hi), ids)
-        return labels == self.target[ids] if self.target is not None else labels != self.y[ids]
+        return self.dec.adversarial(points.clamp(self.lo, self.hi), ids)
 
     def along(self, ids: Tensor, theta: Tensor, lbd: Tensor) -> Tensor:
         """Whether x + lbd * theta is adversarial, per row (theta unit (R, C, H, W), lbd (R,))."""
@@ -65,18 +59,13 @@ class _Probe:
 
     def bisect(self, ids: Tensor, theta: Tensor, lo: Tensor, hi: Tensor, tol: Tensor) -> Tensor:
         """Bisect [lo, hi] (hi adversarial) until its width is <= tol; the adversarial end (M,)."""
-        lo, hi = lo.clone(), hi.clone()
-        run = hi - lo > tol
-        while True:
-            run &= self.left(ids) > 0
-            r = run.nonzero().squeeze(1)
-            if r.numel() == 0:
-                return hi
-            mid = (lo[r] + hi[r]) / 2
-            adv = self.along(ids[r], theta[r], mid)
-            hi[r] = torch.where(adv, mid, hi[r])
-            lo[r] = torch.where(adv, lo[r], mid)
-            run[r] = hi[r] - lo[r] > tol[r]
+        return self.dec.bisect(
+            ids,
+            lo,
+            hi,
+            lambda r, mid: self.along(ids[r], theta[r], mid),
+            lambda r, lo_r, hi_r: hi_r - lo_r > tol[r],
+        )
 
     def boundary(self, ids: Tensor, theta: Tensor, lbd: Tensor, tol: Tensor) -> Tensor:
         """g(theta) when it is at most `lbd`, else inf (M,): the reference's local fine-grained search.
@@ -88,13 +77,13 @@ class _Probe:
         """
         m = ids.numel()
         adv0 = torch.zeros(m, dtype=torch.bool, device=lbd.device)
-        can = (self.left(ids) > 0).nonzero().squeeze(1)
+        can = (self.dec.room(ids) > 0).nonzero().squeeze(1)
         if can.numel():
             adv0[can] = self.along(ids[can], theta[can], lbd[can])
         hi, lo = lbd.clone(), lbd * _FINE
         run = adv0.clone()
         while True:
-            run &= self.left(ids) > 0
+            run &= self.dec.room(ids) > 0
             r = run.nonzero().squeeze(1)
             if r.numel() == 0:
                 break
@@ -110,7 +99,7 @@ class _Probe:
 
 @dataclass
 class _State:
-    """Per-sample state (n,) of a run: direction, its g, step size, smoothing and the best input."""
+    """Per-sample state (n,) of a run: direction, its g, step size and smoothing (the best input: `Decision`)."""
 
     theta: Tensor  # (n, C, H, W) unit directions
     g: Tensor  # distance to the boundary along theta; inf: no adversarial direction yet
@@ -118,8 +107,6 @@ class _State:
     h: Tensor
     iters: Tensor
     done: Tensor
-    best_x: Tensor
-    best_d: Tensor  # L2 distance of best_x (clipped to the bounds) to x
 
 
 @register_attack("sign-opt")
@@ -200,7 +187,7 @@ class SignOPT(EvasionAttack):
 
     def _perturb(self, oracle: Oracle, x: Tensor, y: Tensor, ctx: RunContext) -> Tensor:
         n, dev = x.shape[0], x.device
-        probe = _Probe(oracle, x, y, ctx.target_labels, self.n_queries)
+        probe = _Probe(Decision(oracle, x, y, ctx.target_labels, norm="l2", trace=ctx.trace, cap=self.n_queries))
         st = _State(
             theta=torch.zeros_like(x),
             g=torch.full((n,), math.inf, device=dev),
@@ -208,30 +195,22 @@ class SignOPT(EvasionAttack):
             h=torch.full((n,), self.beta, device=dev),
             iters=torch.zeros(n, dtype=torch.long, device=dev),
             done=torch.zeros(n, dtype=torch.bool, device=dev),
-            best_x=x.clone(),
-            best_d=torch.full((n,), math.inf, device=dev),
         )
         gens = sample_generators(x, ctx.gen)
         self._start(probe, st, ctx, gens)
         self._descend(probe, st, ctx, gens)
-        return st.best_x
+        return probe.dec.best_x
 
-    def _unfinished(self, st: _State) -> Tensor:
+    def _unfinished(self, probe: _Probe, st: _State) -> Tensor:
         """Samples still worth queries (n,): all of them, or with `stop_at_eps` those not yet within eps."""
-        return st.best_d > self.threat.eps if self.stop_at_eps else torch.ones_like(st.done)
+        return probe.dec.best_d > self.threat.eps if self.stop_at_eps else torch.ones_like(st.done)
 
-    def _record(self, probe: _Probe, st: _State, ctx: RunContext, ids: Tensor) -> None:
-        """Samples `ids` have a new (theta, g): keep the input if it is closer than the best, and trace it."""
+    def _record(self, probe: _Probe, st: _State, ids: Tensor) -> None:
+        """Samples `ids` have a new (theta, g): its input (clipped) becomes their best if closer, and is traced."""
         if ids.numel() == 0:
             return
         x = probe.x[ids]
-        cand = (x + _col(st.g[ids] * (1 + _MARGIN)) * st.theta[ids]).clamp(probe.lo, probe.hi)
-        dist = (cand - x).flatten(1).norm(dim=1)
-        better = dist < st.best_d[ids]
-        b = ids[better]
-        st.best_x[b], st.best_d[b] = cand[better], dist[better]
-        if ctx.trace is not None:
-            ctx.trace.adversarial(b, probe.oracle.queries[b], dist[better])
+        probe.dec.offer(ids, (x + _col(st.g[ids] * (1 + _MARGIN)) * st.theta[ids]).clamp(probe.lo, probe.hi))
 
     def _start(self, probe: _Probe, st: _State, ctx: RunContext, gens: list[torch.Generator]) -> None:
         """The best of the candidate directions, each bisected when it can beat the best so far.
@@ -242,7 +221,7 @@ class SignOPT(EvasionAttack):
         """
         x, n = probe.x, probe.x.shape[0]
         everyone = torch.arange(n, device=x.device)
-        half = probe.left(everyone) // 2  # once holding a direction, the start spends at most half
+        half = probe.dec.room(everyone) // 2  # once holding a direction, the start spends at most half
         from_pool = ctx.target_labels is not None or self.init_pool is not None
         pool, order, scan = x, torch.empty(0), self.n_init
         if from_pool:
@@ -261,15 +240,15 @@ class SignOPT(EvasionAttack):
         cand = torch.zeros_like(x)  # the candidate direction of each sample, unit norm
         lbd, lo, hi = (torch.zeros(n, device=x.device) for _ in range(3))
         while True:
-            left = probe.left(everyone)
+            left = probe.dec.room(everyone)
             fin = (phase == _BISECT) & ((hi - lo <= _INIT_TOL) | (left <= 0))
             if bool(fin.any()):
                 b = (fin & (hi < st.g)).nonzero().squeeze(1)
                 st.theta[b], st.g[b] = cand[b], hi[b]
-                self._record(probe, st, ctx, b)
+                self._record(probe, st, b)
                 phase[fin] = _PROPOSE
             allowed = (tried < scan) & (found < self.n_init) & (left > 0) & (st.g.isinf() | (left > half))
-            phase[(phase == _PROPOSE) & ~(allowed & self._unfinished(st))] = _DONE
+            phase[(phase == _PROPOSE) & ~(allowed & self._unfinished(probe, st))] = _DONE
             phase[(phase == _CHECK) & (left <= 0)] = _DONE
             new = (phase == _PROPOSE).nonzero().squeeze(1)
             if new.numel():
@@ -312,20 +291,20 @@ class SignOPT(EvasionAttack):
     def _descend(self, probe: _Probe, st: _State, ctx: RunContext, gens: list[torch.Generator]) -> None:
         """Sign-gradient steps on theta for every sample with a direction, until budget or iterations run out."""
         everyone = torch.arange(probe.x.shape[0], device=probe.x.device)
-        budget = int((probe.oracle.queries + probe.left(everyone)).max()) if everyone.numel() else 0
+        budget = probe.dec.oracle.budget(self.n_queries)
         while True:
-            left = probe.left(everyone)
-            active = st.g.isfinite() & ~st.done & (left >= 2) & (st.iters < self.max_iter) & self._unfinished(st)
+            left = probe.dec.room(everyone)
+            active = st.g.isfinite() & ~st.done & (left >= 2) & (st.iters < self.max_iter) & self._unfinished(probe, st)
             ids = active.nonzero().squeeze(1)
             if ids.numel() == 0:
                 break
             left = left[ids]
             kq = (left - (left // 2).clamp(1, _LS_RESERVE)).clamp(max=self.k)  # (M,) >= 1 directions
             grad = self._sign_grad(probe, ids, st, kq, gens)
-            self._step(probe, st, ctx, ids, grad)
+            self._step(probe, st, ids, grad)
             st.iters[ids] += 1
-            spent = int(probe.oracle.queries.max())
-            report(ctx.progress, "sign-opt", spent, budget, median_l2=float(st.best_d.median()))
+            spent = int(probe.dec.oracle.queries.max())
+            report(ctx.progress, "sign-opt", spent, budget, median_l2=float(probe.dec.best_d.median()))
 
     def _sign_grad(self, probe: _Probe, ids: Tensor, st: _State, kq: Tensor, gens: list[torch.Generator]) -> Tensor:
         """mean over u of s * u, s = -1 where x + g * normalise(theta + h * u) is adversarial (M, C, H, W)."""
@@ -349,7 +328,7 @@ class SignOPT(EvasionAttack):
             first = last
         return grad / _col(kq.to(grad.dtype))
 
-    def _step(self, probe: _Probe, st: _State, ctx: RunContext, ids: Tensor, grad: Tensor) -> None:
+    def _step(self, probe: _Probe, st: _State, ids: Tensor, grad: Tensor) -> None:
         """The reference's step-size search: double alpha while g falls, else divide it by 4 until it does."""
         theta, g, alpha = st.theta[ids], st.g[ids], st.alpha[ids]
         tol = st.h[ids] / 500
@@ -363,11 +342,11 @@ class SignOPT(EvasionAttack):
             new_g = probe.boundary(ids[r], cand, best_g[r], tol[r])
             alpha[r] *= 2
             better = new_g < best_g[r]
-            self._accept(probe, st, ctx, ids, r[better], cand[better], new_g[better], best_g)
+            self._accept(probe, st, ids, r[better], cand[better], new_g[better], best_g)
             going[r] = better
         shrink = best_g >= g
         for _ in range(_LS_ROUNDS):
-            shrink &= probe.left(ids) > 0
+            shrink &= probe.dec.room(ids) > 0
             r = shrink.nonzero().squeeze(1)
             if r.numel() == 0:
                 break
@@ -375,7 +354,7 @@ class SignOPT(EvasionAttack):
             cand = normalize_l2(theta[r] - _col(alpha[r]) * grad[r])
             new_g = probe.boundary(ids[r], cand, best_g[r], tol[r])
             better = new_g < g[r]
-            self._accept(probe, st, ctx, ids, r[better], cand[better], new_g[better], best_g)
+            self._accept(probe, st, ids, r[better], cand[better], new_g[better], best_g)
             shrink[r] = ~better
         stalled = alpha < _ALPHA_RESET
         alpha[stalled] = 1.0
@@ -384,17 +363,9 @@ class SignOPT(EvasionAttack):
         st.done[ids] |= st.h[ids] < _BETA_STOP
 
     def _accept(
-        self,
-        probe: _Probe,
-        st: _State,
-        ctx: RunContext,
-        ids: Tensor,
-        r: Tensor,
-        theta: Tensor,
-        g: Tensor,
-        best_g: Tensor,
+        self, probe: _Probe, st: _State, ids: Tensor, r: Tensor, theta: Tensor, g: Tensor, best_g: Tensor
     ) -> None:
         """Rows `r` of the step found a smaller g: it becomes the sample's direction at once."""
         best_g[r] = g
         st.theta[ids[r]], st.g[ids[r]] = theta, g
-        self._record(probe, st, ctx, ids[r])
+        self._record(probe, st, ids[r])

@@ -4,36 +4,25 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import ClassVar, Literal
 
 import torch
 from torch import Tensor
 
 from bastion.attacks.base import register_attack
-from bastion.attacks.evasion._estimation import query_room
+from bastion.attacks.evasion._active import Retire, State
 from bastion.attacks.evasion._losses import misclassified
 from bastion.attacks.evasion.base import EvasionAttack, RunContext
-from bastion.core.ops import project
+from bastion.core.ops import dct_matrix, project
 from bastion.core.oracle import Oracle, OutputMode
 from bastion.core.params import param
 from bastion.core.progress import report
 from bastion.core.threat import Access, Norm
 
-__all__ = ["SimBA", "basis_order", "dct_matrix"]
+__all__ = ["SimBA", "basis_order"]
 
 _PROGRESS_EVERY = 100
 _UNBOUNDED = (-math.inf, math.inf)
-
-
-@lru_cache(maxsize=16)
-def dct_matrix(n: int, device: torch.device) -> Tensor:
-    """The orthonormal DCT-II matrix (n, n): row k is the k-th cosine, `X = D x` (inverse: `x = D^T X`)."""
-    k = torch.arange(n, dtype=torch.float64)[:, None]
-    i = torch.arange(n, dtype=torch.float64)[None, :]
-    d = torch.cos(math.pi * (2 * i + 1) * k / (2 * n)) * math.sqrt(2.0 / n)
-    d[0] /= math.sqrt(2.0)
-    return d.float().to(device)
 
 
 def basis_order(
@@ -98,9 +87,10 @@ class SimBA(EvasionAttack):
     `stride=7`, `epsilon=0.2`; the paper's ImageNet runs use 10,000 iterations, DCT with `freq_dims=28`
     strided by 7, pixel over all 224 x 224 frequencies. `n_queries=10,000`.
 
-    Numbers: paper, ImageNet ResNet-50 untargeted, about 98.6% success with about 1.3k (DCT) and 1.7k
-    (pixel) mean queries (spec section 9, unconfirmed). CPU proxy, measured (`benchmarks/score_baselines.py`,
-    `small_cnn` on `mnist5k`, 40 correctly classified test images, L2 eps 2.0, defaults): success 0.30 /
+    Numbers: the paper (arXiv 1905.07121), ImageNet ResNet-50 untargeted, about 98.6% success with about
+    1.3k (DCT) and 1.7k (pixel) mean queries (approximate, not re-checked against its tables). Measured on
+    CPU (`benchmarks/score_baselines.py`, `small_cnn` on `mnist5k`, 40 correctly classified test images,
+    L2 eps 2.0, defaults): success 0.30 /
     0.50 / 0.65 at 250 / 500 / 1,000 queries (pixel basis 0.00 / 0.20 / 0.40; Square with its defaults
     0.50 / 0.60 / 0.62; random noise 0.00).
     """
@@ -119,50 +109,43 @@ class SimBA(EvasionAttack):
 
     def _perturb(self, oracle: Oracle, x: Tensor, y: Tensor, ctx: RunContext) -> Tensor:
         n, shape, gen = x.shape[0], (x.shape[1], x.shape[2], x.shape[3]), ctx.gen
-        budget = self.n_queries if oracle.max_queries is None else min(self.n_queries, oracle.max_queries)
+        budget = oracle.budget(self.n_queries)
         x_adv = x.clone()
-        st: dict[str, Tensor] = {"ids": torch.arange(n, device=x.device), "x": x, "y": y}
+        # a leaving sample's result: the clean image plus its perturbation, clipped (the reference's image)
+        retire = Retire(x_adv, lambda s: (s["x"] + s["delta"]).clamp(*oracle.bounds), oracle, ctx.trace)
+        st: State = {"ids": torch.arange(n, device=x.device), "x": x, "y": y}
         if ctx.target_labels is not None:
             st["t"] = ctx.target_labels
         st["delta"] = torch.zeros_like(x)
-        st = self._afford(oracle, st, x_adv)
+        st = retire.spent(st, 1, self.n_queries)
         probs = oracle.query(st["x"], st["ids"])
         st["loss"] = self._loss(probs, st)
-        st = self._retire(st, misclassified(probs, st["y"], st.get("t")), x_adv, oracle, ctx)
+        st = retire.fooled(st, misclassified(probs, st["y"], st.get("t")))
         orders: Tensor | None = None
         k = 0
         while True:
-            st = self._afford(oracle, st, x_adv)
+            st = retire.spent(st, 1, self.n_queries)
             if not st["ids"].numel():
                 break
             if orders is None or k % orders.shape[1] == 0:  # a new pass, in a fresh order per sample
                 orders = basis_order(n, shape, self.basis, self.order, self.freq_dims, self.stride, gen).to(x.device)
             st["q"] = self._direction(orders[st["ids"], k % orders.shape[1]], shape)  # (M, C, H, W), unit L2
-            st = self._try(oracle, st, -1.0, x_adv, ctx, first=True)
-            st = self._try(oracle, st, 1.0, x_adv, ctx, first=False)
+            st = self._try(oracle, st, -1.0, retire, first=True)
+            st = self._try(oracle, st, 1.0, retire, first=False)
             k += 1
             if k % _PROGRESS_EVERY == 0:  # in queries: an iteration costs 1 or 2
                 report(ctx.progress, self.name, int(oracle.queries.max()), budget)
         return x_adv
 
-    def _loss(self, probs: Tensor, st: dict[str, Tensor]) -> Tensor:
+    def _loss(self, probs: Tensor, st: State) -> Tensor:
         """The probability to push down (M,): of the true class, or minus that of the target."""
         if "t" in st:
             return -probs.gather(1, st["t"][:, None]).squeeze(1)
         return probs.gather(1, st["y"][:, None]).squeeze(1)
 
-    def _try(
-        self,
-        oracle: Oracle,
-        st: dict[str, Tensor],
-        sign: float,
-        x_adv: Tensor,
-        ctx: RunContext,
-        *,
-        first: bool,
-    ) -> dict[str, Tensor]:
+    def _try(self, oracle: Oracle, st: State, sign: float, retire: Retire, *, first: bool) -> State:
         """Probe `delta + sign * epsilon * q` for the samples still trying direction q; keep improvements."""
-        tries = query_room(oracle, st["ids"], self.n_queries) >= 1
+        tries = oracle.remaining(st["ids"], cap=self.n_queries) >= 1
         if not first:  # the second probe only for the samples the first did not move
             tries &= ~st.pop("moved")
         if bool(tries.any()):
@@ -183,27 +166,7 @@ class SimBA(EvasionAttack):
             moved = done = torch.zeros_like(tries)
         if first:
             st["moved"] = moved
-        return self._retire(st, done, x_adv, oracle, ctx)
-
-    def _afford(self, oracle: Oracle, st: dict[str, Tensor], x_adv: Tensor) -> dict[str, Tensor]:
-        """Drop the samples with no query left (their current image is their result)."""
-        ok = query_room(oracle, st["ids"], self.n_queries) >= 1
-        if not bool(ok.all()):
-            gone = ~ok
-            x_adv[st["ids"][gone]] = (st["x"][gone] + st["delta"][gone]).clamp(*oracle.bounds)
-        return {k: v[ok] for k, v in st.items()}
-
-    def _retire(
-        self, st: dict[str, Tensor], fooled: Tensor, x_adv: Tensor, oracle: Oracle, ctx: RunContext
-    ) -> dict[str, Tensor]:
-        """Record the fooled samples (their image and query count) and drop them from the active set."""
-        if not bool(fooled.any()):
-            return st
-        done = st["ids"][fooled]
-        x_adv[done] = (st["x"][fooled] + st["delta"][fooled]).clamp(*oracle.bounds)
-        if ctx.trace is not None:
-            ctx.trace.adversarial(done, oracle.queries[done])
-        return {k: v[~fooled] for k, v in st.items()}
+        return retire.fooled(st, done)
 
     def _direction(self, j: Tensor, shape: tuple[int, int, int]) -> Tensor:
         """The unit basis images (M, C, H, W) of the flat indices `j` (M,) into (C, H, W)."""

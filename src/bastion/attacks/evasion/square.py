@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from bastion.attacks.base import register_attack
+from bastion.attacks.evasion._active import Retire, State
 from bastion.attacks.evasion._losses import max_other
 from bastion.attacks.evasion.base import EvasionAttack, RunContext
 from bastion.core.errors import DataError
@@ -66,15 +67,6 @@ def _eta_on(s: int, device: torch.device) -> Tensor:
     return eta(s).to(device)
 
 
-@dataclass
-class _Records:
-    """What the restarts leave per sample handed in (n,): the best input, its loss, success and when."""
-
-    x: Tensor
-    loss: Tensor
-    fooled: Tensor
-
-
 @register_attack("square")
 @dataclass(frozen=True, kw_only=True)
 class Square(EvasionAttack):
@@ -105,9 +97,9 @@ class Square(EvasionAttack):
     models (10,000 queries), 0.3 for the defended CIFAR-10/MNIST models and 0.8 for Madry's MNIST model
     (20,000 iterations), and 0.1 for L2.
 
-    Numbers (spec section 3, Verify): the reference's saved ImageNet metrics at L-inf eps = 0.05,
+    Numbers: the reference's (max-andr/square-attack) saved ImageNet metrics at L-inf eps = 0.05,
     p = 0.05, 10,000 queries are 0.0% failure and 73 mean queries over successes on ResNet-50; Square
-    scores 92.58% on the TRADES MNIST model at eps = 0.3. CPU proxy, measured: an undefended
+    scores 92.58% on the TRADES MNIST model at eps = 0.3. Measured on CPU: an undefended
     `small_cnn` (2 epochs on `mnist5k`, 91.5% clean) at L-inf 0.3 with the defaults and 1,000 queries
     is fooled on 100% of 183 correctly classified test images, after 21 queries on average (median 9).
     On the 8x8 digits its robust accuracy is within 1 point of the `fra31/auto-attack` snapshot's
@@ -128,19 +120,16 @@ class Square(EvasionAttack):
     def _perturb(self, oracle: Oracle, x: Tensor, y: Tensor, ctx: RunContext) -> Tensor:
         if min(x.shape[2:]) < 2:
             raise DataError(f"square needs images of at least 2x2 pixels; got {tuple(x.shape[2:])}")
-        n = x.shape[0]
-        rec = _Records(
-            x=x.clone(),
-            loss=torch.full((n,), math.inf, device=x.device),
-            fooled=torch.zeros(n, dtype=torch.bool, device=x.device),
-        )
+        # the restarts' results: a fooled sample's input, else the lowest-loss one of any restart
+        retire = Retire(x.clone(), self._current, oracle, ctx.trace)
+        best_loss = torch.full((x.shape[0],), math.inf, device=x.device)
         for _ in range(self.n_restarts):
-            ids = (~rec.fooled).nonzero().squeeze(1)
+            ids = (~retire.succeeded).nonzero().squeeze(1)
             budget = min(self.n_queries, int(oracle.remaining(ids).min())) if ids.numel() else 0
             if budget < 1:
                 break
-            self._restart(oracle, x, y, ctx, ids, budget, rec)
-        return rec.x
+            self._restart(oracle, x, y, ctx, ids, budget, retire, best_loss)
+        return retire.x_adv
 
     def _scores(self, logits: Tensor, y: Tensor, t: Tensor | None) -> tuple[Tensor, Tensor]:
         """(loss to minimise, fooled) per sample (M,)."""
@@ -152,14 +141,23 @@ class Square(EvasionAttack):
         return F.cross_entropy(logits, t, reduction="none"), fooled
 
     def _restart(
-        self, oracle: Oracle, x: Tensor, y: Tensor, ctx: RunContext, ids: Tensor, budget: int, rec: _Records
+        self,
+        oracle: Oracle,
+        x: Tensor,
+        y: Tensor,
+        ctx: RunContext,
+        ids: Tensor,
+        budget: int,
+        retire: Retire,
+        best_loss: Tensor,
     ) -> None:
-        """One run of at most `budget` queries per sample on the samples `ids`; results go into `rec`."""
+        """One run of at most `budget` queries per sample on the samples `ids`; results go into `retire.x_adv`,
+        the loss of a sample never fooled into `best_loss`."""
         eps, (lo, hi), gen = self.threat.eps, oracle.bounds, ctx.gen
         linf = self.threat.norm == "linf"
         m, c, h, w = ids.numel(), *x.shape[1:]
         # the active set, compacted as samples are fooled: every entry has m rows
-        st: dict[str, Tensor] = {"ids": ids, "x": x[ids], "y": y[ids]}
+        st: State = {"ids": ids, "x": x[ids], "y": y[ids]}
         if ctx.target_labels is not None:
             st["t"] = ctx.target_labels[ids]
         if linf:  # state: which pixels sit at x + eps (True) rather than x - eps, clipped to the bounds
@@ -169,7 +167,7 @@ class Square(EvasionAttack):
         else:  # state: the best input itself
             st["state"] = (st["x"] + eps * _unit(self._l2_init(m, c, h, w, gen))).clamp(lo, hi)
         st["loss"], fooled = self._scores(oracle.query(self._current(st), st["ids"]), st["y"], st.get("t"))
-        st = self._retire(st, fooled, oracle, rec, ctx)
+        st = retire.fooled(st, fooled)
         n_iter = budget - 1
         grid = (torch.arange(h, device=x.device), torch.arange(w, device=x.device))
         for i in range(n_iter):
@@ -181,29 +179,17 @@ class Square(EvasionAttack):
             better = (loss < st["loss"]) | fooled  # strict improvement; a fooling candidate is always kept
             st["loss"] = torch.where(better, loss, st["loss"])
             st["state"] = torch.where(better[:, None, None, None], cand, st["state"])
-            if bool(fooled.any()):  # the one host sync of an iteration
-                st = self._retire(st, fooled, oracle, rec, ctx)
+            st = retire.fooled(st, fooled)  # the one host sync of an iteration
             if (i + 1) % _PROGRESS_EVERY == 0 or i + 1 == n_iter:
                 report(ctx.progress, "square", i + 1, n_iter)
-        keep = st["loss"] < rec.loss[st["ids"]]  # samples never fooled keep their lowest-loss input over restarts
-        rec.x[st["ids"][keep]] = self._current(st)[keep]
-        rec.loss[st["ids"][keep]] = st["loss"][keep]
+        keep = st["loss"] < best_loss[st["ids"]]  # samples never fooled keep their lowest-loss input over restarts
+        retire.x_adv[st["ids"][keep]] = self._current(st)[keep]
+        best_loss[st["ids"][keep]] = st["loss"][keep]
 
     @staticmethod
-    def _current(st: dict[str, Tensor]) -> Tensor:
+    def _current(st: State) -> Tensor:
         """The best input so far of each active sample (M, C, H, W)."""
         return torch.where(st["state"], st["xp"], st["xm"]) if "xp" in st else st["state"]
-
-    def _retire(
-        self, st: dict[str, Tensor], fooled: Tensor, oracle: Oracle, rec: _Records, ctx: RunContext
-    ) -> dict[str, Tensor]:
-        """Record the fooled samples (their input and query count) and drop them from the active set."""
-        done = st["ids"][fooled]
-        rec.x[done] = self._current(st)[fooled]
-        rec.fooled[done] = True
-        if ctx.trace is not None:
-            ctx.trace.adversarial(done, oracle.queries[done])
-        return {k: v[~fooled] for k, v in st.items()}
 
     def _l2_init(self, m: int, c: int, h: int, w: int, gen: torch.Generator) -> Tensor:
         """Tiles of side s0 = min(H, W) // 5 from offset (H - 5 s0) // 2, each eta(s0) (transposed or not,
@@ -222,7 +208,7 @@ class Square(EvasionAttack):
         return delta
 
     def _linf_step(
-        self, st: dict[str, Tensor], p: float, gen: torch.Generator, grid: tuple[Tensor, Tensor]
+        self, st: State, p: float, gen: torch.Generator, grid: tuple[Tensor, Tensor]
     ) -> tuple[Tensor, Tensor]:
         """Per image, set a random window to one sign per channel; (candidate state, candidate input)."""
         pos = st["state"]
@@ -240,9 +226,7 @@ class Square(EvasionAttack):
         cand = torch.where(win, sign, pos)
         return cand, torch.where(cand, st["xp"], st["xm"])
 
-    def _l2_step(
-        self, st: dict[str, Tensor], p: float, gen: torch.Generator, grid: tuple[Tensor, Tensor]
-    ) -> tuple[Tensor, Tensor]:
+    def _l2_step(self, st: State, p: float, gen: torch.Generator, grid: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
         """Per image, move the mass of two windows into the first one, reshaped by eta; (candidate, candidate)."""
         x, eps, (lo, hi) = st["x"], self.threat.eps, self.threat.bounds
         m, c, h, w = x.shape
