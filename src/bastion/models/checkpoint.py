@@ -75,6 +75,14 @@ class CheckpointMeta:
     python_version: str = platform.python_version()
     created: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
 
+    def build(self) -> nn.Module:
+        """A freshly initialised model of this architecture (with the user's adapter, for a factory)."""
+        if self.architecture == "external":
+            if self.factory is None:
+                raise CheckpointError("an external model's metadata must name its factory")
+            return load_external(self.factory, **self.adapter)
+        return build_model(self.architecture, **self.arch_kwargs)
+
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["format"] = FORMAT
@@ -137,12 +145,7 @@ def load_checkpoint(path: str | Path, *, device: str | torch.device = "cpu") -> 
     meta = read_meta(path)
     state = load_state_dict_file(path)
     try:
-        if meta.architecture == "external":
-            if meta.factory is None:
-                raise CheckpointError(f"{path}: an external model's checkpoint must name its factory")
-            model = load_external(meta.factory, **meta.adapter)
-        else:
-            model = build_model(meta.architecture, **meta.arch_kwargs)
+        model = meta.build()
     except BastionError as e:
         raise CheckpointError(f"{path}: cannot rebuild its model: {e}") from None
     try:

@@ -147,11 +147,6 @@ def train_like(
     cfg = rec.config(meta.input_shape, seed=seed, **{k: v for k, v in meta.recipe.items() if k in settings})
     dev = resolve_device(device)
     seed_everything(seed)
-    if meta.architecture == "external":
-        assert meta.factory is not None
-        net = load_external(meta.factory, **meta.adapter)
-    else:
-        net = build_model(meta.architecture, **meta.arch_kwargs)
-    net.to(dev)
+    net = meta.build().to(dev)
     fit(net, x, y, cfg, hooks=rec.hooks(cfg, meta.input_shape), progress=progress)
     return net.eval()
