@@ -1,5 +1,4 @@
-"""`modified-entropy`: membership inference from the modified entropy of the model's answer (Song & Mittal,
-USENIX Security 2021)."""
+"""`modified-entropy`: membership inference from the modified entropy of the answer (Song & Mittal, 2021)."""
 
 from __future__ import annotations
 
