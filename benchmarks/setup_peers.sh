@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# Install the peer libraries that benchmarks/evasion_peers.py compares bastion with, into the
-# project's virtual environment. They are benchmark-only: never a dependency of bastion.
+# Install the peer libraries that benchmarks/evasion_peers.py (and membership.py: ART's
+# membership-inference attacks) compare bastion with, into the project's virtual environment. They
+# are benchmark-only: never a dependency of bastion.
 #
 #   bash benchmarks/setup_peers.sh            (VENV=.venv by default)
 #
-# - adversarial-robustness-toolbox (ART) and multiprocess (ART's AutoAttack imports it);
+# - adversarial-robustness-toolbox (ART) 1.20.1, pinned (ART_VERSION= overrides it), and multiprocess
+#   (ART's AutoAttack imports it);
 # - foolbox (with eagerpy);
 # - torchattacks with --no-deps, plus what it really imports (scipy, requests, tqdm): it declares
 #   torchvision, which has no CPU build matching our torch; torchattacks 3.5.1 never imports it;
@@ -41,7 +43,8 @@ open(sys.argv[1], "w").write("\n".join(pins) + "\n")
 print("setup_peers: pinning", ", ".join(pins))
 EOF
 PIP=("$PY" -m pip install --quiet --constraint "$CONSTRAINTS")
-"${PIP[@]}" adversarial-robustness-toolbox multiprocess foolbox scipy requests tqdm
+ART_VERSION="${ART_VERSION:-1.20.1}"  # the version the benchmarks' figures were measured with
+"${PIP[@]}" "adversarial-robustness-toolbox==$ART_VERSION" multiprocess foolbox scipy requests tqdm
 "${PIP[@]}" --no-deps torchattacks
 
 # --- the AutoAttack reference snapshot ----------------------------------------------------------
