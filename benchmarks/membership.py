@@ -18,9 +18,11 @@ How it is measured:
   and non-members N/2..N-1 (`fit half`) and every attack, bastion's and ART's, is measured on members
   and non-members 0..N/2-1 (`eval half`). bastion's attacks are reported on both sets.
 - bastion: every registered membership attack (`ATTACKS.names("membership")`), `run(victim, x, y,
-  member)`, one query per candidate; a fixed score, no known member needed. ART's trained attacks
-  learn from 2 x N/2 known members and non-members, an advantage bastion's attacks do not take (a
-  learned function of the loss need not be monotone in it).
+  member)`, one query per candidate, twice: with one global threshold (a fixed score, no known
+  member needed), and with Song & Mittal's class-dependent thresholds (`thresholds="class"`, rows
+  `NAME +class`) fitted on the fit half, as ART's attack models are (`known=` the fit half), and
+  measured on the eval half. ART's trained attacks see the one-hot label beside their feature, so
+  they too can learn one threshold per class.
 - ART (`PyTorchClassifier` around the same nn.Module, clip_values (0, 1), cross-entropy loss, inputs
   cast to float32 (`Float32`, for ART's HopSkipJump under NumPy 2); its `predict` returns the
   module's logits): `MembershipInferenceBlackBoxRuleBased` (member = correctly classified; needs no
@@ -180,16 +182,24 @@ def row(method: str, library: str, on: str, scores: Tensor | None, member: Tenso
     return r
 
 
-def bastion_rows(victim: Victim, sets: dict[str, tuple[Tensor, Tensor, Tensor]]) -> list[dict[str, Any]]:
+def bastion_rows(victim: Victim, sets: list[tuple[str, Tensor, Tensor, Tensor, Tensor | None]]) -> list[dict[str, Any]]:
+    """Every bastion attack on every set (name, x, y, member, known): with one global threshold on all
+    of (x, y) where `known` is None, else with class thresholds fitted on the `known` candidates (the
+    row then measures the other candidates, in their order)."""
     rows = []
     for name in ATTACKS.names("membership"):
-        attack = ATTACKS.get(name)()
-        for on, (x, y, member) in sets.items():
+        for on, x, y, member, known in sets:
+            method, attack = (
+                (name, ATTACKS.get(name)())
+                if known is None
+                else (f"{name} +class", ATTACKS.get(name)(thresholds="class"))
+            )
             start = time.perf_counter()
-            result = attack.run(victim, x, y, member)
+            result = attack.run(victim, x, y, member, known=known)
             seconds = time.perf_counter() - start
-            r = row(name, f"bastion {bastion.__version__}", on, result.scores, member, seconds, extra=result.extra)
-            rows.append(r)
+            truth = member if known is None else member[~known]
+            lib = f"bastion {bastion.__version__}"
+            rows.append(row(method, lib, on, result.scores, truth, seconds, extra=result.extra))
     return rows
 
 
@@ -423,13 +433,20 @@ def main() -> None:
         member = torch.cat([torch.ones(xm.shape[0], dtype=torch.bool), torch.zeros(xn.shape[0], dtype=torch.bool)])
         return torch.cat([xm, xn]), torch.cat([ym, yn]), member
 
+    def second_halves(member: Tensor) -> Tensor:
+        """Members and non-members past the first half of each: the fit half of a (members, non-members) set."""
+        rank = torch.cat([torch.arange(int(member.sum())), torch.arange(int((~member).sum()))])
+        return rank >= torch.where(member, int(member.sum()) // 2, int((~member).sum()) // 2)
+
     half = n // 2
     xm, ym, xn, yn = ds.x_train[:n], ds.y_train[:n], ds.x_test[:n], ds.y_test[:n]
     full = candidates(xm, ym, xn, yn)
     eval_half = candidates(xm[:half], ym[:half], xn[:half], yn[:half])
     fit_half = candidates(xm[half:], ym[half:], xn[half:], yn[half:])
     n_null = min(n, ds.x_train.shape[0] - tn)
-    sets = {"full": full, "eval half": eval_half}
+    # bastion's class thresholds are fitted on the fit half, as ART's attack models are, and measured on
+    # the eval half: the full candidate set with the fit half marked as known
+    sets = [("full", *full, None), ("eval half", *eval_half, None), ("eval half", *full, second_halves(full[2]))]
     null_name = f"null: train {tn}..{tn + n_null - 1} (unseen) vs test"
     if n_null >= 1:
         null = candidates(ds.x_train[tn : tn + n_null], ds.y_train[tn : tn + n_null], xn[:n_null], yn[:n_null])
@@ -458,13 +475,13 @@ def main() -> None:
     print("bastion ...", flush=True)
     rows = bastion_rows(victim, sets)
     if n_null >= 1:
-        rows += bastion_rows(victim, {null_name: null})
+        rows += bastion_rows(victim, [(null_name, *null, None), (null_name, *null, second_halves(null[2]))])
     else:
         print(f"  null check skipped: train_n {tn} leaves no unseen training image", flush=True)
     report["rows"] = [{k: v for k, v in r.items() if not k.startswith("_")} for r in rows]
     write_json(args.out, report)  # partial results survive a kill
     print(f"ART ({report['art']}) ...", flush=True)
-    rows += art_rows(model, fit_half, sets, args)
+    rows += art_rows(model, fit_half, {"full": full, "eval half": eval_half}, args)
     order = {"full": 0, "eval half": 1}
     rows.sort(key=lambda r: order.get(r["evaluated_on"], 2))  # stable: bastion before ART within a set
     targets = verdicts(rows)

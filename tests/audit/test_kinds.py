@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -18,8 +19,11 @@ from safetensors.torch import save_file
 from sqlalchemy import create_engine, text
 from typer.testing import CliRunner
 
+from bastion.audit import load_plan
+from bastion.audit.kinds import KINDS
 from bastion.cli._target import audit_target
 from bastion.cli.app import app
+from bastion.core.errors import ConfigError
 from bastion.store import Store
 from bastion.train import accuracy
 
@@ -127,19 +131,7 @@ def test_a_users_own_model_is_audited_the_same_way(tmp_path: Path, monkeypatch: 
 
 
 def test_the_target_retrains_a_model_like_the_audited_one() -> None:
-    target = audit_target(
-        checkpoint=FIXTURES / "small_cnn-digits.safetensors",
-        model=None,
-        weights=None,
-        mean=None,
-        std=None,
-        bounds="0,1",
-        logits_key=None,
-        data=None,
-        data_root=None,
-        ood_data=None,
-        device="cpu",
-    )
+    target = audit_target(checkpoint=FIXTURES / "small_cnn-digits.safetensors")
     ds = target.dataset
     fresh = target.train_fresh(ds.x_train, ds.y_train, seed=0)
     assert not fresh.training and fresh is not target.victim.model
@@ -205,3 +197,43 @@ def test_mia_and_ood_commands_give_the_audit_numbers(tmp_path: Path) -> None:
 def test_lifecycle_command_errors_are_one_line(args: list[str], message: str) -> None:
     result = CliRunner().invoke(app, [*args, "-c", str(MNIST)])
     assert result.exit_code == 2 and message in result.stderr and result.stderr.count("\n") == 1, result.stderr
+
+
+BACKDOOR_PLAN = """\
+scenarios:
+  - attack: badnets
+    name: badnets-10pct
+    n: 200
+    params: {rate: 0.1, target: 3}
+"""
+
+
+def test_a_backdoor_scenario_keeps_its_model_and_reports(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    plan = tmp_path / "backdoor.yaml"
+    plan.write_text(BACKDOOR_PLAN)
+    out = tmp_path / "out"
+    args = ["audit", "-c", str(FIXTURES / "small_cnn-digits.safetensors"), "--plan", str(plan), "-o", str(out), "-q"]
+    first = CliRunner().invoke(app, [*args, "--db", f"sqlite:///{tmp_path / 'a.db'}"])
+    assert first.exit_code == 0, first.stderr
+    with Store(f"sqlite:///{tmp_path / 'a.db'}") as store:
+        (result,) = store.run(1).results
+    m = result.metrics
+    assert result.family == "backdoor" and m["asr"] >= 0.8 and m["clean_model_asr"] <= 0.2
+    assert m["clean_drop"] <= 0.05 and result.record["n_poisoned"] == len(result.record["poisoned_index"])
+    kept = out / "models" / "run-1" / f"{result.record['model_key']}.safetensors"
+    assert kept.is_file() and result.artifacts[0].data.startswith(b"\x89PNG")
+    html = (out / "report.html").read_text()
+    assert 'id="backdoor"' in html and "attack success rate of the strongest backdoor" in html
+
+    def no_training(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the kept model must be read back, not trained again")
+
+    monkeypatch.setattr("bastion.cli._target.train_like", no_training)
+    again = CliRunner().invoke(app, [*args, "--db", f"sqlite:///{tmp_path / 'b.db'}"])
+    assert again.exit_code == 0, again.stderr
+    assert _metrics(f"sqlite:///{tmp_path / 'a.db'}", 1) == _metrics(f"sqlite:///{tmp_path / 'b.db'}", 1)
+    # a target that cannot train (an API user's AuditTarget without a trainer) is refused by the kind
+    target = audit_target(checkpoint=FIXTURES / "small_cnn-digits.safetensors")
+    (scenario,) = load_plan(str(plan)).scenarios
+    with pytest.raises(ConfigError, match="cannot be retrained"):
+        KINDS.get("backdoor").check(scenario, replace(target, trainer=None))

@@ -49,6 +49,10 @@ def test_attack_fgsm_l2_targeted_without_checks(digits_checkpoint: Path, tmp_pat
         (["attack", "pgd", "--eps", "eight"], "--eps takes a number"),
         (["attack", "pgd", "--norm", "l7"], "--norm must be linf or l2"),
         (["attack", "pgd", "--n", "0"], "--n must be at least 1"),
+        (["attack", "badnets"], "'badnets' is in the backdoor family"),
+        (["attack", "loss-threshold"], "'loss-threshold' is in the membership family"),
+        (["poison", "pgd"], "'pgd' is in the evasion family"),
+        (["poison", "badnets", "rate=2"], "rate must be > 0 and < 1"),
     ],
 )
 def test_attack_user_errors(digits_checkpoint: Path, args: list[str], match: str) -> None:

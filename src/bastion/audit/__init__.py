@@ -2,6 +2,7 @@
 applies a plan and stores each result."""
 
 import bastion.attacks.evasion
+import bastion.attacks.poisoning
 import bastion.attacks.privacy
 import bastion.defenses  # noqa: F401  (register what plans name: attacks, OOD detectors, post-processors)
 from bastion.audit.kinds import KINDS, Scenario, ScenarioKind, ScenarioResult, presenters

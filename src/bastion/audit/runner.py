@@ -14,7 +14,8 @@ import platform
 import socket
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Literal
 
 import torch
@@ -69,8 +70,13 @@ def run_audit(
     *,
     on_scenario: Callable[[ScenarioEvent], None] | None = None,
     progress: ProgressFn | None = None,
+    model_dir: Path | None = None,
 ) -> AuditOutcome:
-    """Run (or resume) `plan` on `target`, storing each finished scenario at once; return the run's id."""
+    """Run (or resume) `plan` on `target`, storing each finished scenario at once; return the run's id.
+
+    The models a scenario trains (a poisoned copy, shadow models) are kept as checkpoints in
+    `model_dir/run-ID/`, so that a resumed run reads them back instead of training them again.
+    """
     start = time.perf_counter()
     _check_target(target, plan)
     victim, ds = target.victim, target.dataset
@@ -94,6 +100,8 @@ def run_audit(
         host=socket.gethostname(),
     )
     run_id, resumed = store.open_run(model_id, spec)
+    if model_dir is not None:
+        target = replace(target, model_dir=model_dir / f"run-{run_id}")
     done = store.finished_keys(run_id)
     ran: list[str] = []
     skipped: list[str] = []

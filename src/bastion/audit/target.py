@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from torch import Tensor, nn
@@ -12,6 +13,7 @@ from bastion.core.errors import ConfigError
 from bastion.core.progress import ProgressFn
 from bastion.core.victim import Victim
 from bastion.data import Dataset
+from bastion.models import CheckpointMeta, load_checkpoint, save_checkpoint
 
 __all__ = ["AuditTarget", "Trainer"]
 
@@ -39,6 +41,8 @@ class AuditTarget:
             the model cannot be rebuilt.
         ood_data: a second data set of the same image shape, used as one more OOD set.
         ood_name: its spec as given (`cifar100:/data`).
+        model_dir: where the models an audit trains are kept as checkpoints (the runner sets it per run);
+            None: they are not kept.
     """
 
     victim: Victim
@@ -53,6 +57,7 @@ class AuditTarget:
     trainer: Trainer | None = None
     ood_data: Dataset | None = None
     ood_name: str | None = None
+    model_dir: Path | None = None
 
     def test(self, n: int) -> tuple[Tensor, Tensor]:
         """The first `n` test images and labels: images the model never saw (non-members)."""
@@ -68,8 +73,22 @@ class AuditTarget:
         total = self.dataset.x_train.shape[0]
         return total if self.train_n is None else min(self.train_n, total)
 
-    def train_fresh(self, x: Tensor, y: Tensor, *, seed: int, progress: ProgressFn | None = None) -> nn.Module:
-        """A fresh model trained on (x, y) with the audited model's architecture and recipe, in eval mode."""
+    def train_fresh(
+        self, x: Tensor, y: Tensor, *, seed: int, progress: ProgressFn | None = None, cache_key: str | None = None
+    ) -> nn.Module:
+        """A fresh model trained on (x, y) with the audited model's architecture and recipe, in eval mode.
+
+        With a `cache_key` and a `model_dir`, the model is kept there as `cache_key.safetensors` and read
+        back instead of trained again (a resumed audit); the key must name everything that shapes it.
+        """
         if self.trainer is None:
             raise ConfigError(f"{self.model_name} cannot be retrained: its architecture or recipe is unknown")
-        return self.trainer(x, y, seed=seed, progress=progress)
+        path = None if cache_key is None or self.model_dir is None else self.model_dir / f"{cache_key}.safetensors"
+        if path is not None and path.is_file():
+            model, _ = load_checkpoint(path, device=self.victim.device)
+            return model
+        model = self.trainer(x, y, seed=seed, progress=progress)
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            save_checkpoint(path, model, CheckpointMeta.from_dict(self.model_meta, source=self.model_name))
+        return model

@@ -19,16 +19,16 @@ from bastion.train import train_like
 def audit_target(
     *,
     checkpoint: Path | None,
-    model: str | None,
-    weights: Path | None,
-    mean: str | None,
-    std: str | None,
-    bounds: str,
-    logits_key: str | None,
-    data: str | None,
-    data_root: Path | None,
-    ood_data: str | None,
-    device: str,
+    model: str | None = None,
+    weights: Path | None = None,
+    mean: str | None = None,
+    std: str | None = None,
+    bounds: str = "0,1",
+    logits_key: str | None = None,
+    data: str | None = None,
+    data_root: Path | None = None,
+    ood_data: str | None = None,
+    device: str = "cpu",
 ) -> AuditTarget:
     """The model under audit (a checkpoint, or the user's model with its adapter options) as an
     `AuditTarget`: the checkpoint's data set, split and training subset, a way to retrain it, and the

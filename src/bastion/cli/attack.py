@@ -89,7 +89,7 @@ def attack(
     quiet: QuietOpt = False,
 ) -> None:
     """Attack a model's first N test images; print robust accuracy, norms, queries and warnings."""
-    cls = ATTACKS.get(name)
+    cls = ATTACKS.get(name, family="evasion")  # the other families have their own commands (mia, poison)
     kwargs = parse_params(cls, params or [])
     if n < 1:
         raise ConfigError(f"--n must be at least 1; got {n}")

@@ -86,7 +86,8 @@ def audit(
             quiet=quiet,
         )
         with _display(quiet) as (on_scenario, progress):
-            outcome = run_audit(target, the_plan, store, on_scenario=on_scenario, progress=progress)
+            models = (out_dir if out_dir is not None else Path("runs")) / "models"  # trained models, kept per run
+            outcome = run_audit(target, the_plan, store, on_scenario=on_scenario, progress=progress, model_dir=models)
         folder = out_dir if out_dir is not None else Path("runs") / f"run-{outcome.run_id}"
         html, summary = write_report(store, outcome.run_id, folder, presenters())
         url = store.url

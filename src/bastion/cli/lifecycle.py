@@ -1,7 +1,7 @@
-"""`bastion mia` and `bastion ood`: one family's scenarios on a model, outside an audit.
+"""`bastion mia`, `bastion ood` and `bastion poison`: one family's scenarios on a model, outside an audit.
 
-They run exactly what an audit's `membership` and `ood` scenarios run (the same kind, the same
-samples), print a table and, with --json, write every scenario's record.
+They run exactly what an audit's `membership`, `ood` and `backdoor` scenarios run (the same kind, the
+same samples), print a table and, with --json, write every scenario's record.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import typer
 
 from bastion._atomic import write_json
 from bastion.audit import KINDS, AuditTarget, Scenario
-from bastion.audit.kinds.membership import MembershipSettings
+from bastion.audit.kinds import MethodParams
 from bastion.audit.kinds.ood import SETS, OODSettings
 from bastion.cli._common import (
     BoundsOpt,
@@ -35,11 +35,13 @@ from bastion.cli._common import (
 )
 from bastion.cli._target import audit_target
 from bastion.core.errors import ConfigError
+from bastion.core.params import parse_params
 from bastion.core.registry import ATTACKS, DEFENSES
 from bastion.report import format_metric
 
 NOpt = Annotated[int, typer.Option("--n", help="members and non-members (mia), or test images (ood), each")]
 SeedOpt = Annotated[int, typer.Option(help="seeds the random OOD sets")]
+PoisonSeedOpt = Annotated[int, typer.Option(help="seeds the poisoned images, the trigger and the training")]
 
 
 def _run(family: str, scenarios: list[Scenario], target: AuditTarget, seed: int, quiet: bool) -> list[dict[str, Any]]:
@@ -91,6 +93,13 @@ def mia(
     bounds: BoundsOpt = "0,1",
     logits_key: LogitsKeyOpt = None,
     n: NOpt = 1000,
+    thresholds: Annotated[
+        str,
+        typer.Option(
+            help="global: one threshold for all candidates; class: one per class, fitted on half the candidates "
+            "(known to the attacker), the other half measured"
+        ),
+    ] = "global",
     data_root: DataRootOpt = None,
     device: DeviceOpt = "auto",
     json_out: JsonOpt = None,
@@ -102,8 +111,9 @@ def mia(
     (non-members) with each attack; prints AUROC, TPR at 0.1% and 1% FPR and balanced accuracy.
     """
     names = attacks or ATTACKS.names("membership")
+    params = {"thresholds": thresholds}
     for name in names:
-        ATTACKS.get(name, family="membership")
+        ATTACKS.get(name, family="membership")(**params)  # checks --thresholds
     if n < 1:
         raise ConfigError(f"--n must be at least 1; got {n}")
     target = audit_target(
@@ -119,10 +129,15 @@ def mia(
         ood_data=None,
         device=device,
     )
-    scenarios = [Scenario(name, "membership", name, n, MembershipSettings(params={})) for name in names]
+    scenarios = [Scenario(name, "membership", name, n, MethodParams(params=params)) for name in names]
     rows = _run("membership", scenarios, target, 0, quiet)
-    n_used = rows[0]["record"]["n_positive"]
-    header = f"[bold]membership inference[/bold] on {target.model_name}: {n_used} members, {n_used} non-members"
+    record = rows[0]["record"]
+    header = (
+        f"[bold]membership inference[/bold] on {target.model_name}: {record['n_positive']} members, "
+        f"{record['n_negative']} non-members measured"
+    )
+    if thresholds == "class":
+        header += f" ({record['extra']['known']} more known to the attacker, thresholds per class)"
     table = [(r["key"], r["metrics"]) for r in rows]
     columns = ["auroc", "tpr_at_fpr_1e-3", "tpr_at_fpr_1e-2", "balanced_accuracy"]
     _report(table, columns, header, rows, target, json_out)
@@ -187,3 +202,57 @@ def ood(
     ]
     header = f"[bold]OOD detection[/bold] on {target.model_name}: {rows[0]['record']['n_id']} test images per set"
     _report(table, ["auroc", "fpr95"], header, rows, target, json_out)
+
+
+def poison(
+    name: Annotated[str, typer.Argument(help="poisoning attack (`bastion list attacks`, family backdoor)")],
+    params: Annotated[
+        list[str] | None,
+        typer.Argument(help="the attack's parameters as key=value, e.g. rate=0.05 target=0", show_default=False),
+    ] = None,
+    checkpoint: CheckpointOpt = None,
+    data: DataOpt = None,
+    model: ModelOpt = None,
+    weights: WeightsOpt = None,
+    mean: MeanOpt = None,
+    std: StdOpt = None,
+    bounds: BoundsOpt = "0,1",
+    logits_key: LogitsKeyOpt = None,
+    n: Annotated[int, typer.Option("--n", help="test images measured")] = 1000,
+    seed: PoisonSeedOpt = 0,
+    data_root: DataRootOpt = None,
+    device: DeviceOpt = "auto",
+    json_out: JsonOpt = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Backdoor: poison the model's training set, train a model like it on it, measure the backdoor.
+
+    Prints the poisoned model's clean accuracy and the trigger's attack success rate (ASR) on test
+    images of the other classes, and what the trigger does to the model as it is.
+    """
+    cls = ATTACKS.get(name, family="backdoor")
+    kwargs = parse_params(cls, params or [])
+    cls(**kwargs)  # checks the parameters before anything trains
+    if n < 1:
+        raise ConfigError(f"--n must be at least 1; got {n}")
+    target = audit_target(
+        checkpoint=checkpoint,
+        model=model,
+        weights=weights,
+        mean=mean,
+        std=std,
+        bounds=bounds,
+        logits_key=logits_key,
+        data=data,
+        data_root=data_root,
+        ood_data=None,
+        device=device,
+    )
+    rows = _run("backdoor", [Scenario(name, "backdoor", name, n, MethodParams(params=kwargs))], target, seed, quiet)
+    record = rows[0]["record"]
+    header = (
+        f"[bold]backdoor[/bold] on {target.model_name}: {record['n_poisoned']} of {record['n_train']} training "
+        f"images poisoned, {record['n_test']} test images"
+    )
+    columns = ["clean_accuracy", "clean_drop", "asr", "asr_over_correct", "clean_model_asr"]
+    _report([(name, rows[0]["metrics"])], columns, header, rows, target, json_out)

@@ -11,7 +11,7 @@ from torch import Tensor
 from bastion.core import metrics
 from bastion.core.threat import Access, ThreatModel
 
-__all__ = ["AttackResult", "DetectionResult", "perturbation_norms"]
+__all__ = ["AttackResult", "DetectionResult", "PoisonResult", "perturbation_norms"]
 
 
 def perturbation_norms(x: Tensor, x_adv: Tensor) -> dict[str, Tensor]:
@@ -194,6 +194,83 @@ class DetectionResult:
             "per_sample": {
                 "score": [round(v, 6) for v in self.scores.double().tolist()],
                 "positive": self.positive.tolist(),
+            },
+            "extra": dict(self.extra),
+        }
+
+
+@dataclass(frozen=True, kw_only=True)
+class PoisonResult:
+    """What a poisoning attack got: the model trained on the poisoned set, measured on clean test images
+    and on the same images triggered.
+
+    Attributes:
+        method: the registered name of the attack.
+        params: its hyperparameters (rate, target, trigger settings; plain JSON types).
+        seed: the seed that drew the poisoned images (and the trigger, where it is random).
+        num_classes: K.
+        poisoned_index: which training images were poisoned (P,), ascending.
+        n_train: size of the training set.
+        y: true labels of the test images (N,).
+        pred: the poisoned model's labels on the clean test images (N,).
+        movable: the test images the backdoor can move (N,): true class is not the backdoor's label.
+        pred_triggered: its labels on those images triggered (M,).
+        goal: the backdoor's label for each of them (M,).
+        seconds: wall time of poisoning, training and measuring.
+        warnings: findings that cast doubt on the numbers.
+        extra: method-specific records (plain JSON types).
+    """
+
+    method: str
+    params: dict[str, Any]
+    seed: int
+    num_classes: int
+    poisoned_index: Tensor
+    n_train: int
+    y: Tensor
+    pred: Tensor
+    movable: Tensor
+    pred_triggered: Tensor
+    goal: Tensor
+    seconds: float
+    warnings: tuple[str, ...] = ()
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def clean_accuracy(self) -> float:
+        return _mean(self.pred == self.y)
+
+    @property
+    def asr(self) -> float:
+        """Triggered test images the model sends where the backdoor says, over those it can move."""
+        return _mean(self.pred_triggered == self.goal)
+
+    @property
+    def asr_over_correct(self) -> float:
+        """ASR over the movable images the model classifies correctly when clean."""
+        correct = (self.pred == self.y)[self.movable]
+        return _mean((self.pred_triggered == self.goal)[correct])
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "method": self.method,
+            "params": dict(self.params),
+            "seed": self.seed,
+            "n_train": self.n_train,
+            "n_poisoned": int(self.poisoned_index.numel()),
+            "n_test": int(self.y.numel()),
+            "n_triggered": int(self.goal.numel()),
+            "clean_accuracy": _json_float(self.clean_accuracy),
+            "asr": _json_float(self.asr),
+            "asr_over_correct": _json_float(self.asr_over_correct),
+            "seconds": self.seconds,
+            "warnings": list(self.warnings),
+            "poisoned_index": self.poisoned_index.tolist(),
+            "per_sample": {
+                "y": self.y.tolist(),
+                "pred": self.pred.tolist(),
+                "movable": self.movable.tolist(),
+                "pred_triggered": self.pred_triggered.tolist(),
             },
             "extra": dict(self.extra),
         }

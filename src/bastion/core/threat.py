@@ -11,7 +11,8 @@ from bastion.core.errors import ConfigError
 __all__ = ["Access", "Norm", "ThreatModel"]
 
 Norm = Literal["linf", "l2", "l0"]
-Access = Literal["white-box", "scores", "top-k", "label"]
+# what an attack needs: the gradients, the scores, the top-k scores, the labels only; or, poisoning, the training data
+Access = Literal["white-box", "scores", "top-k", "label", "training-data"]
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -24,7 +24,16 @@ from bastion.core.registry import Registry
 from bastion.report import Card, Section
 from bastion.store import Artifact, ResultRow
 
-__all__ = ["KINDS", "Scenario", "ScenarioKind", "ScenarioResult", "presenters", "register_kind"]
+__all__ = [
+    "KINDS",
+    "MethodParams",
+    "Scenario",
+    "ScenarioKind",
+    "ScenarioResult",
+    "method_params",
+    "presenters",
+    "register_kind",
+]
 
 
 @dataclass(frozen=True)
@@ -49,6 +58,20 @@ class Scenario:
         """The scenario as plain JSON types (stored with its result)."""
         field_name = KINDS.get(self.kind).method_field
         return {"key": self.key, "family": self.kind, field_name: self.method, "n": self.n, **asdict(self.settings)}
+
+
+@dataclass(frozen=True)
+class MethodParams:
+    """The settings of a scenario whose method takes nothing but its own parameters (`params:`)."""
+
+    params: dict[str, Any]
+
+
+def method_params(entry: Entry, cls: type) -> list[tuple[str, MethodParams]]:
+    """A kind's `settings` for such a scenario: the entry's `params`, checked by building the method once."""
+    params = entry.params(cls)
+    entry.construct(cls, **params)  # the method checks its own parameters
+    return [("", MethodParams(params=params))]
 
 
 @dataclass(frozen=True)

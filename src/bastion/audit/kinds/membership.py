@@ -13,12 +13,11 @@ Metrics: `auroc`, `tpr_at_fpr_1e-3`, `tpr_at_fpr_1e-2`, `balanced_accuracy` (of 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from bastion.audit.kinds.base import Scenario, ScenarioKind, ScenarioResult, register_kind
+from bastion.audit.kinds.base import Scenario, ScenarioKind, ScenarioResult, method_params, register_kind
 from bastion.audit.schema import Entry
 from bastion.audit.target import AuditTarget
 from bastion.core.progress import ProgressFn
@@ -27,14 +26,9 @@ from bastion.report import Card, Figure, Level, Section, Table, format_metric, p
 from bastion.report.plots import roc
 from bastion.store import ResultRow
 
-__all__ = ["METRICS", "MembershipKind", "MembershipSettings", "membership_level"]
+__all__ = ["METRICS", "MembershipKind", "membership_level"]
 
 METRICS = ("auroc", "tpr_at_fpr_1e-3", "tpr_at_fpr_1e-2", "balanced_accuracy", "seconds")
-
-
-@dataclass(frozen=True)
-class MembershipSettings:
-    params: dict[str, Any]
 
 
 def membership_level(auroc: float, tpr_1pct: float) -> Level:
@@ -56,10 +50,7 @@ class MembershipKind(ScenarioKind):
     title = "Membership inference"
 
     def settings(self, entry: Entry, method: str) -> list[tuple[str, Any]]:
-        cls = ATTACKS.get(method)
-        params = entry.params(cls)
-        entry.construct(cls, **params)  # the attack checks its own parameters
-        return [("", MembershipSettings(params=params))]
+        return method_params(entry, ATTACKS.get(method))
 
     def run(self, scenario: Scenario, target: AuditTarget, *, seed: int, progress: ProgressFn | None) -> ScenarioResult:
         n = min(scenario.n, target.n_members, target.dataset.x_test.shape[0])
@@ -89,7 +80,7 @@ class MembershipKind(ScenarioKind):
         best = max(results, key=lambda r: r.metrics["auroc"])
         m = best.metrics
         auc, tpr = m["auroc"], m["tpr_at_fpr_1e-2"]
-        n = best.record["n_positive"]
+        n_in, n_out = best.record["n_positive"], best.record["n_negative"]
         if auc >= 0.7 or tpr >= 0.1:
             verdict = (
                 "The model leaks which images it was trained on; train with regularisation or differential privacy."
@@ -101,7 +92,7 @@ class MembershipKind(ScenarioKind):
         sentence = (
             f"From the model's scores alone, {best.method} tells its training images from unseen ones with AUROC "
             f"{auc:.3f} (0.5 is chance; balanced accuracy {pct(m['balanced_accuracy'])}); at 1% false positives it "
-            f"finds {pct(tpr)} of the members ({n} members, {n} non-members). " + verdict
+            f"finds {pct(tpr)} of the members ({n_in} members, {n_out} non-members). " + verdict
         )
         return [
             Card(
@@ -157,7 +148,8 @@ class MembershipKind(ScenarioKind):
             title="Membership inference",
             intro="Can an attacker who queries the model tell whether an image was in its training set? Each "
             "attack scores the first training images the model saw (members) and as many test images "
-            "(non-members), one query each.",
+            "(non-members), one query each. With class thresholds (Song & Mittal) the attacker knows the "
+            "membership of half of them, fits one threshold per class on that half and is measured on the rest.",
             tables=[table],
             figures=[figure],
         )

@@ -1,0 +1,7 @@
+"""Poisoning and backdoor attacks (family `backdoor`), one class per file."""
+
+from bastion.attacks.poisoning.badnets import BadNets
+from bastion.attacks.poisoning.base import Poisoned, PoisoningAttack
+from bastion.attacks.poisoning.blend import Blend
+
+__all__ = ["BadNets", "Blend", "Poisoned", "PoisoningAttack"]
