@@ -50,7 +50,8 @@ class FGUAP(UniversalAttack):
 
     Defaults: the reference's, except `epochs`: its 2 epochs are two passes over the ImageNet
     training set, tens of thousands of steps; on a crafting set of a thousand images that is 60
-    steps, so the default is 20 epochs. Unlike the reference, x + v is clipped to the input bounds.
+    steps, so the default is 20 epochs; and `val_fraction`, which the reference, given a separate
+    validation set, has no need of. Unlike the reference, x + v is clipped to the input bounds.
 
     Fits the attack contract as `uap` does: v is fitted on a seeded `fit_fraction` of all the images
     and applied to every one; `result.extra` records `fooling_rate_heldout` (the papers' metric, over
@@ -59,8 +60,10 @@ class FGUAP(UniversalAttack):
 
     The paper reports higher ImageNet fooling rates than UAP and later methods at L-inf 10/255 on
     CNNs and DeiT. Measured (`benchmarks/universal_mnist5k.py`: the `small_cnn` fixture, standard
-    recipe, on `mnist5k`; v fitted on 1,000 training images, fooling rate on all 1,000 test images):
-    see the table in docs/attacks.md, "Universal perturbations".
+    recipe, on `mnist5k`; v fitted on 1,000 training images, measured on all 1,000 test images):
+    fooling rate 24.8% at L-inf xi = 0.2 and 78.8% at 0.3 (accuracy under v 74.6% and 21.1%), against
+    `uap`'s 21.2% and 67.7% and random +-xi sign patterns' 3.4% and 35.2% (docs/attacks.md,
+    "Universal perturbations").
     """
 
     epochs: int = param(20, ge=1, help="passes over the fit images")

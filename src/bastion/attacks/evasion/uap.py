@@ -46,8 +46,9 @@ class UAP(UniversalAttack):
 
     The paper reports ImageNet validation fooling rates of 78-93% at L-inf xi = 10/255 (its Table 1).
     Measured (`benchmarks/universal_mnist5k.py`: the `small_cnn` fixture, standard recipe, on
-    `mnist5k`; v fitted on 1,000 training images, fooling rate on all 1,000 test images): see the
-    table in docs/attacks.md, "Universal perturbations".
+    `mnist5k`; v fitted on 1,000 training images, measured on all 1,000 test images): fooling rate
+    21.2% at L-inf xi = 0.2 and 67.7% at 0.3 (accuracy under v 78.6% and 32.1%), against 3.4% and
+    35.2% for random +-xi sign patterns (docs/attacks.md, "Universal perturbations").
     """
 
     delta: float = param(0.2, gt=0, lt=1, help="stop once the fooling rate on the fit images reaches 1 - delta")
