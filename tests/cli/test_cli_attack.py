@@ -60,3 +60,28 @@ def test_attack_user_errors(digits_checkpoint: Path, args: list[str], match: str
     assert code == 2, stdout + stderr
     line = stderr.strip().splitlines()
     assert len(line) == 1 and match in line[0] and "Traceback" not in stderr
+
+
+DIGITS = Path(__file__).resolve().parents[1] / "fixtures" / "small_cnn-digits.safetensors"
+
+
+@pytest.mark.parametrize(("name", "param"), [("uap", "max_passes=1"), ("fg-uap", "epochs=2")])
+def test_universal_attacks_print_the_papers_held_out_numbers(name: str, param: str, tmp_path: Path) -> None:
+    out = tmp_path / "u.json"
+    code, stdout, stderr = run("attack", name, param, "-c", DIGITS, "--n", "60", "--eps", "0.3", "--json", out, "-q")
+    assert code == 0, stderr
+    d = json.loads(out.read_text())
+    e, y, y_adv = d["extra"], d["per_sample"]["y"], d["per_sample"]["y_adv"]
+    held = e["heldout_index"]
+    assert e["n_heldout"] == len(held) == 30 and e["n_fit"] == 30
+    # the accuracy under v, re-measured from the per-image records: v reaches every held-out image
+    assert e["accuracy_under_v_heldout"] == sum(y_adv[i] == y[i] for i in held) / 30
+    assert d["robust_accuracy"] == sum(a == b for a, b in zip(y_adv, y, strict=True)) / 60
+    assert f"fooling rate  {e['fooling_rate_heldout']:.2%} of the 30 held-out images, correct or not" in stdout
+    assert f"under v       accuracy {e['accuracy_under_v_heldout']:.2%} on the held-out images" in stdout
+    assert f"(clean {e['clean_accuracy_heldout']:.2%})" in stdout
+
+
+def test_a_bad_universal_setting_is_one_line() -> None:
+    code, _, stderr = run("attack", "fg-uap", "val_fraction=1", "-c", DIGITS, "--n", "10")
+    assert code == 2 and len(stderr.strip().splitlines()) == 1 and "val_fraction" in stderr

@@ -162,10 +162,15 @@ def _print(d: dict[str, Any]) -> None:
     rate = d["success_rate"]
     out.print(f"  success rate  {'n/a' if rate is None else f'{rate:.2%}'}", highlight=False)
     extra = d["extra"]
-    if extra.get("fooling_rate_heldout") is not None:  # a universal perturbation: the papers' metric
+    if extra.get("fooling_rate_heldout") is not None:  # a universal perturbation: the papers' numbers
         out.print(
-            f"  fooling rate  {extra['fooling_rate_heldout']:.2%} on {extra['n_heldout']} held-out images "
-            f"({extra['fooling_rate_fit']:.2%} on the {extra['n_fit']} that fit v)",
+            f"  fooling rate  {extra['fooling_rate_heldout']:.2%} of the {extra['n_heldout']} held-out images, "
+            f"correct or not ({extra['fooling_rate_fit']:.2%} of the {extra['n_fit']} that fit v)",
+            highlight=False,
+        )
+        out.print(
+            f"  under v       accuracy {extra['accuracy_under_v_heldout']:.2%} on the held-out images "
+            f"(clean {extra['clean_accuracy_heldout']:.2%})",
             highlight=False,
         )
     if extra.get("surrogate_success_rate") is not None:  # a transfer attack

@@ -4,6 +4,7 @@ import pytest
 import torch
 from torch import Tensor, nn
 
+from bastion.attacks.evasion import fg_uap
 from bastion.attacks.evasion.fg_uap import FGUAP
 from bastion.attacks.evasion.uap import UAP
 from bastion.core import ConfigError, ThreatModel, Victim, make_generator
@@ -98,26 +99,94 @@ def test_inside_ball_bounds_and_the_same_v_for_every_image(result: AttackResult,
     x = digits_data.x_test[:N]
     assert float((result.x_adv - x).abs().max()) <= 0.2 + 1.2e-7
     assert result.x_adv.min() >= 0 and result.x_adv.max() <= 1
-    spread = per_pixel_spread(x[result.clean_correct], result.x_adv[result.clean_correct])
+    spread = per_pixel_spread(x, result.x_adv)  # every image, misclassified ones included
     assert spread.numel() > 32 and float(spread.max()) < 1e-6
     assert 0 < result.extra["v_linf"] <= 0.2 + 1e-7
     assert 1 <= result.extra["best_epoch"] <= 20
+    assert result.extra["n_val"] == 10  # a fifth of the 50 fit images
 
 
 def test_heldout_fooling_rate_beats_random_noise_and_matches_uap(
     result: AttackResult, digits_victim: Victim, digits_data: Dataset
 ) -> None:
-    """Measured at L-inf 0.2 on 47 held-out digits: FG-UAP 40%, UAP 28%, a random sign pattern 5%."""
+    """Measured at L-inf 0.2 on the 50 held-out digits: FG-UAP 38%, UAP 22%, a random sign pattern 7%."""
     x, y = digits_data.x_test[:N], digits_data.y_test[:N]
-    x_ok = x[result.clean_correct]
+    held = result.extra["heldout_index"]
     gen = make_generator(7)
     noise = [0.2 * torch.randn((1, 1, 8, 8), generator=gen).sign() for _ in range(5)]
-    clean = digits_victim.predict(x_ok)
-    random_fr = sum(float((digits_victim.predict((x_ok + v).clamp(0, 1)) != clean).float().mean()) for v in noise) / 5
+    clean = digits_victim.predict(x[held])
+    random_fr = (
+        sum(float((digits_victim.predict((x[held] + v).clamp(0, 1)) != clean).float().mean()) for v in noise) / 5
+    )
     fr = result.extra["fooling_rate_heldout"]
+    # re-measured on the model
+    pred_v = digits_victim.predict(result.x_adv[held])
+    assert fr == pytest.approx(float((pred_v != clean).double().mean()))
+    assert result.extra["accuracy_under_v_heldout"] == pytest.approx(float((pred_v == y[held]).double().mean()))
     assert fr >= random_fr + 0.15
     uap = UAP(threat=ThreatModel(eps=0.2), max_passes=2, seed=0).run(digits_victim, x, y)
+    assert uap.extra["heldout_index"] == held  # the same seed splits the same way
     assert fr >= uap.extra["fooling_rate_heldout"] - 0.05
+
+
+def test_the_best_epoch_is_picked_on_images_no_step_has_seen(
+    digits_victim: Victim, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every image Adam steps on goes through `apply`, every image the epoch is picked on through
+    `fooling_rate`: the two sets must be disjoint, and the v kept must be the epoch with the best rate
+    on the second."""
+    x = torch.rand(40, 1, 8, 8, generator=make_generator(1))  # distinct images: each row names itself
+    stepped: list[Tensor] = []
+    picked: list[tuple[Tensor, float]] = []
+    real_apply, real_fooling_rate = fg_uap.apply, fg_uap.fooling_rate
+
+    def spy_apply(xb: Tensor, v: Tensor, bounds: tuple[float, float]) -> Tensor:
+        stepped.append(xb.detach().clone())
+        return real_apply(xb, v, bounds)
+
+    def spy_fooling_rate(victim: Victim, xb: Tensor, v: Tensor, clean: Tensor) -> float:
+        fr = real_fooling_rate(victim, xb, v, clean)
+        picked.append((xb.clone(), fr))
+        return fr
+
+    monkeypatch.setattr(fg_uap, "apply", spy_apply)
+    monkeypatch.setattr(fg_uap, "fooling_rate", spy_fooling_rate)
+    attack = FGUAP(threat=ThreatModel(eps=0.3), epochs=4, batch_size=8, seed=2)
+    v = attack.fit(digits_victim, x)
+
+    def rows(batches: list[Tensor]) -> set[int]:
+        found = [int(i) for b in batches for row in b for i in ((x == row).flatten(1).all(1)).nonzero()]
+        assert len(found) == sum(b.shape[0] for b in batches)  # every row is one of x
+        return set(found)
+
+    step_rows, val_rows = rows(stepped), rows([b for b, _ in picked])
+    assert len(picked) == 4 and all(torch.equal(b, picked[0][0]) for b, _ in picked)  # the same images each epoch
+    assert len(val_rows) == 8 and step_rows.isdisjoint(val_rows) and step_rows | val_rows == set(range(40))
+    rates = [fr for _, fr in picked]
+    clean = digits_victim.predict(x[sorted(val_rows)])
+    kept = real_fooling_rate(digits_victim, x[sorted(val_rows)], v, clean)
+    assert kept == max(rates)
+
+
+def test_without_validation_images_the_last_epoch_is_kept(digits_victim: Victim, digits_data: Dataset) -> None:
+    x, y = digits_data.x_test[:40], digits_data.y_test[:40]
+    r = FGUAP(threat=ThreatModel(eps=0.2), epochs=3, val_fraction=0.0).run(digits_victim, x, y)
+    assert r.extra["n_val"] == 0 and r.extra["best_epoch"] == 3 and r.extra["fooling_rate_val"] is None
+    kept = FGUAP(threat=ThreatModel(eps=0.2), epochs=3, val_fraction=0.2).run(digits_victim, x, y)
+    assert kept.extra["n_val"] == 4 and kept.extra["fooling_rate_val"] is not None
+
+
+def test_heldout_images_do_not_influence_v(digits_victim: Victim, digits_data: Dataset) -> None:
+    x, y = digits_data.x_test[:40], digits_data.y_test[:40]
+    attack = FGUAP(threat=ThreatModel(eps=0.2), epochs=3, seed=1)
+    a = attack.run(digits_victim, x, y)
+    held = a.extra["heldout_index"]
+    other = x.clone()
+    other[held] = digits_data.x_test[40 : 40 + len(held)]  # the split depends on N and the seed only
+    b = attack.run(digits_victim, other, y)
+    assert b.extra["heldout_index"] == held
+    fit = [i for i in range(40) if i not in held]
+    assert torch.equal(a.x_adv[fit], b.x_adv[fit]) and a.extra["best_epoch"] == b.extra["best_epoch"]
 
 
 def test_seed_reproduces(digits_victim: Victim, digits_data: Dataset) -> None:
@@ -146,6 +215,8 @@ def test_bad_settings_raise_config_errors(digits_victim: Victim, digits_data: Da
         FGUAP(threat=ThreatModel(eps=0.2, targeted=True))
     with pytest.raises(ConfigError, match="lr"):
         FGUAP(threat=ThreatModel(eps=0.2), lr=0.0)
+    with pytest.raises(ConfigError, match="val_fraction"):
+        FGUAP(threat=ThreatModel(eps=0.2), val_fraction=1.0)
     x, y = digits_data.x_test[:8], digits_data.y_test[:8]
     with pytest.raises(ConfigError, match=r"target_class must lie in \[0, 10\)"):
         FGUAP(threat=ThreatModel(eps=0.2), epochs=1, target_class=10).run(digits_victim, x, y)

@@ -67,12 +67,16 @@ class EvasionAttack(Attack, ABC):
         norms: the norms the attack supports.
         oracle_output: what the oracle answers for a black-box attack (`logits`, `probs`, `label`).
         targeted_ok: whether the attack can aim at given target labels.
+        universal: whether the attack fits one perturbation for all images (`uap`, `fg-uap`); `run` then
+            hands it every image, misclassified ones included, as the universal-perturbation papers
+            apply v to every image (see `_universal.py`).
     """
 
     family: ClassVar[str] = "evasion"
     norms: ClassVar[tuple[Norm, ...]] = ("linf", "l2")
     oracle_output: ClassVar[OutputMode] = "logits"
     targeted_ok: ClassVar[bool] = True
+    universal: ClassVar[bool] = False
 
     threat: ThreatModel = field(default_factory=ThreatModel)
 
@@ -85,7 +89,8 @@ class EvasionAttack(Attack, ABC):
 
     @abstractmethod
     def _perturb(self, target: Any, x: Tensor, y: Tensor, ctx: RunContext) -> Tensor:
-        """Return adversarial inputs (N, C, H, W) for the clean-correct samples (x, y) handed in.
+        """Return adversarial inputs (N, C, H, W) for the samples (x, y) handed in: the clean-correct ones,
+        or every sample for a universal attack.
 
         `target` is a `Victim` for white-box attacks and an `Oracle` for the others.
         """
@@ -119,7 +124,8 @@ class EvasionAttack(Attack, ABC):
         """Attack the batch (x, y) and measure what happened.
 
         Only the samples the model classifies correctly (for a targeted attack: not already as the
-        target) are attacked; the others keep `x_adv = x`.
+        target) are attacked; the others keep `x_adv = x`. A universal attack (one perturbation for all
+        images) is the exception: every sample gets it, so `robust_accuracy` is the accuracy under it.
 
         Args:
             victim: the model under attack.
@@ -149,7 +155,10 @@ class EvasionAttack(Attack, ABC):
         if y.numel() and (y.min() < 0 or y.max() >= k):
             raise DataError(f"labels must lie in [0, {k}); got [{y.min().item()}, {y.max().item()}]")
         clean_correct = clean_logits.argmax(1) == y
-        attack_mask = clean_correct if target_labels is None else clean_correct & (target_labels != y)
+        if self.universal:  # untargeted by construction (targeted_ok is False)
+            attack_mask = torch.ones_like(clean_correct)
+        else:
+            attack_mask = clean_correct if target_labels is None else clean_correct & (target_labels != y)
         ctx = RunContext(
             gen=make_generator(self.seed, dev),
             target_labels=None if target_labels is None else target_labels[attack_mask],

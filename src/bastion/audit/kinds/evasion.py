@@ -11,8 +11,10 @@
       checks: true         # gradient-masking sanity checks (white-box attacks)
       defenses: [aaa]      # output post-processors the oracle of a black-box attack serves through
 
-Metrics: the `AttackResult` headline numbers (`METRICS`). Cards: white-box and black-box robust
-accuracy, output defenses (defended beside undefended), sanity checks. See docs/audits.md.
+Metrics: the `AttackResult` headline numbers (`METRICS`), and for a universal perturbation (`uap`,
+`fg-uap`) the papers' held-out numbers too (`UNIVERSAL_METRICS`). Cards: white-box and black-box
+robust accuracy, universal perturbations, output defenses (defended beside undefended), sanity
+checks. See docs/audits.md.
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ from bastion.report.images import triptych
 from bastion.report.plots import Panel, lines
 from bastion.store import Artifact, ResultRow
 
-__all__ = ["METRICS", "EvasionKind", "EvasionSettings"]
+__all__ = ["METRICS", "UNIVERSAL_METRICS", "EvasionKind", "EvasionSettings"]
 
 # The headline numbers of an evasion scenario (from `AttackResult.to_dict()`): stored as its metrics.
 METRICS = (
@@ -55,6 +57,9 @@ METRICS = (
     "queries_max",
     "seconds",
 )
+# A universal perturbation's numbers on the images held out from fitting it, all of them, correctly
+# classified or not (`universal_records` in attacks/evasion/_universal.py): stored beside `METRICS`.
+UNIVERSAL_METRICS = ("fooling_rate_heldout", "accuracy_under_v_heldout")
 GALLERY = 4  # adversarial examples kept per scenario
 _WHITE_BOX = "white-box"
 
@@ -137,8 +142,11 @@ class EvasionKind(ScenarioKind):
             warnings += sanity_checks(attack, result, target.victim, x, y)
         record = result.to_dict()
         record["warnings"] = warnings
+        metrics = {k: record[k] for k in METRICS}
+        if attack.universal:
+            metrics.update({k: record["extra"][k] for k in UNIVERSAL_METRICS})
         return ScenarioResult(
-            metrics={k: record[k] for k in METRICS},
+            metrics=metrics,
             record=record,
             seconds=result.seconds,
             warnings=warnings,
@@ -148,7 +156,12 @@ class EvasionKind(ScenarioKind):
     # --- presentation ----------------------------------------------------------------------------
     def cards(self, results: Sequence[ResultRow]) -> list[Card]:
         undefended = [r for r in results if not r.spec.get("defenses")]
-        cards = [_white_box_card(undefended), _black_box_card(undefended), _defenses_card(results)]
+        cards = [
+            _white_box_card(undefended),
+            _black_box_card(undefended),
+            _universal_card(undefended),
+            _defenses_card(results),
+        ]
         return [c for c in cards if c is not None] + [_checks_card(results)]
 
     def curves(self, results: Sequence[ResultRow]) -> dict[str, Any]:
@@ -196,6 +209,9 @@ class EvasionKind(ScenarioKind):
                 ]
             )
         tables = [Table(columns, rows, [False, False, False, False, False] + [True] * 10)]
+        universal = _universal_table(results)
+        if universal is not None:
+            tables.append(universal)
         pairs = _defended_pairs(results)
         if pairs:
             tables.append(
@@ -332,6 +348,70 @@ def _black_box_card(results: list[ResultRow]) -> Card | None:
         sentence,
         _robustness_level(acc),
         worst.key,
+    )
+
+
+def _universal(results: Sequence[ResultRow]) -> list[ResultRow]:
+    """The scenarios of universal perturbations that kept held-out images (the papers' numbers)."""
+    return [r for r in results if r.metrics.get("fooling_rate_heldout") is not None]
+
+
+def _universal_card(results: list[ResultRow]) -> Card | None:
+    uni = _universal(results)
+    if not uni:
+        return None
+    worst = min(uni, key=lambda r: r.metrics["accuracy_under_v_heldout"])
+    m, extra, spec = worst.metrics, worst.record.get("extra", {}), worst.spec
+    acc = m["accuracy_under_v_heldout"]
+    sentence = (
+        f"One perturbation ({worst.method}, {_eps_text(spec['norm'], spec['eps'])}), fitted on {extra['n_fit']} "
+        f"images and added to {extra['n_heldout']} others, changed the prediction of {pct(m['fooling_rate_heldout'])} "
+        f"of them; the model's accuracy on them fell from {pct(extra['clean_accuracy_heldout'])} to {pct(acc)}. "
+        "Such a perturbation is made once and fools images the attacker has never seen."
+    )
+    return Card(
+        "universal perturbation",
+        acc,
+        pct(acc),
+        "accuracy under one perturbation for all images (held-out images)",
+        sentence,
+        _robustness_level(acc),
+        worst.key,
+    )
+
+
+def _universal_table(results: Sequence[ResultRow]) -> Table | None:
+    uni = _universal(results)
+    if not uni:
+        return None
+    columns = ["scenario", "attack", "norm", "ε", "fit images", "held-out images", "fooling rate"]
+    columns += ["clean (held-out)", "under v (held-out)", "fooling rate (fit)", "dominant class", "‖v‖"]
+    rows = []
+    for r in uni:
+        m, e = r.metrics, r.record["extra"]
+        rows.append(
+            [
+                r.key,
+                r.method,
+                r.spec["norm"],
+                f"{r.spec['eps']:g}",
+                str(e["n_fit"]),
+                str(e["n_heldout"]),
+                pct(m["fooling_rate_heldout"]),
+                pct(e["clean_accuracy_heldout"]),
+                pct(m["accuracy_under_v_heldout"]),
+                pct(e["fooling_rate_fit"]),
+                pct(e["dominant_share"]),
+                f"{e['v_linf' if r.spec['norm'] == 'linf' else 'v_l2']:.4g}",
+            ]
+        )
+    return Table(
+        columns,
+        rows,
+        [False, False, False] + [True] * 9,
+        caption="Universal perturbations: one v per scenario, fitted on some images and added to the others. "
+        "Fooling rate: the share of the held-out images, correctly classified or not, whose prediction v "
+        "changes (the papers' metric); under v: the model's accuracy on them with v added.",
     )
 
 
