@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from bastion.core.params import param
-from bastion.defenses.training.co_monitor import CatastrophicOverfittingMonitor
+from bastion.defenses.training.co_monitor import DEFAULT_EVERY, CatastrophicOverfittingMonitor
 from bastion.train.loop import Hooks, TrainConfig
 from bastion.train.recipes import Recipe, register_recipe
 
@@ -99,8 +99,11 @@ class GradAlign(Recipe):
         None, ge=0, help="regulariser weight; default 0.02 * 10^(eps_255 / 8) (colour) or 1.0 (grayscale)"
     )
     random_init: bool = param(False, help="start FGSM from a uniform point of the ball (FGSM-RS) instead of x")
-    co_monitor: bool = param(True, help="watch held-out PGD accuracy; restore and stop on a collapse")
-    co_drop: float = param(0.2, gt=0, lt=1, help="fall in PGD accuracy from its best that counts as a collapse")
+    co_monitor: bool = param(True, help="check PGD-5 accuracy on the training batch; restore and stop on a collapse")
+    co_every: int = param(DEFAULT_EVERY, ge=1, help="optimiser steps between the monitor's checks")
+    co_drop: float = param(
+        0.2, gt=0, lt=1, help="fall in PGD accuracy from the previous check that counts as a collapse"
+    )
 
     def settings(self, input_shape: tuple[int, int, int]) -> dict[str, float]:
         grayscale = input_shape[0] == 1
@@ -132,6 +135,8 @@ class GradAlign(Recipe):
             return ce + lam * misalignment(grad1, grad2)
 
         callbacks = (
-            [CatastrophicOverfittingMonitor(eps=eps, drop=self.co_drop, seed=cfg.seed)] if self.co_monitor else []
+            [CatastrophicOverfittingMonitor(eps=eps, every=self.co_every, drop=self.co_drop, seed=cfg.seed)]
+            if self.co_monitor
+            else []
         )
         return Hooks(pair_loss=loss, callbacks=callbacks)
