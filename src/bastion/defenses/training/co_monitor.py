@@ -34,11 +34,13 @@ logger = logging.getLogger(__name__)
 
 CO_EVENT = "catastrophic-overfitting"
 
-# Checks every 50 optimiser steps: CO unfolds within a few hundred iterations (Wong et al., section
-# 5; on the 8x8 digits, `tests/defenses/test_fgsm_rs.py`, batch PGD-5 accuracy falls from 63% to 0%
-# between steps 180 and 270), and the reference's once-an-epoch check is 390 iterations apart on
-# CIFAR-10 at batch 128. A check costs about three FGSM-RS training steps (PGD-5 is five
-# forward-backward passes, an FGSM-RS step two), so 50 keeps the monitor near 6% of training time.
+# Checks every 50 optimiser steps. CO unfolds within a few hundred iterations, "within the span of a
+# couple epochs" (Wong et al., section 5; the reference's README), while the reference's once-an-epoch
+# check is 390 iterations apart on CIFAR-10 at batch 128, so a collapse early in an epoch trains on for
+# hundreds of steps before it is seen. A check costs about three FGSM-RS steps (PGD-5: five
+# forward-backward passes and two forward ones; an FGSM-RS step: two of each), so 50 keeps the monitor
+# near 6% of training time. More frequent checks of one batch each fire on batch-to-batch noise more
+# often (measured in docs/defenses.md, "The catastrophic-overfitting monitor").
 DEFAULT_EVERY = 50
 
 
