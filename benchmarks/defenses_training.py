@@ -3,8 +3,9 @@
 (a) Catastrophic overfitting (CO), peak lr 0.02, 10 epochs, the CO monitor on. At eps 0.3: `fgsm-rs`
     with alpha 2 eps, plain FGSM from x (`gradalign` with lam 0), FGSM + GradAlign with lam 0.5 and
     1.0 (the grayscale default); at eps 0.35: `fgsm-rs` (alpha 2 eps) and `gradalign` (lam 1.0).
-    Records the monitor's per-epoch held-out PGD-5 accuracy, its events (collapse caught, weights
-    restored), and the final model's clean and PGD-40 accuracy (at the run's eps).
+    Records the monitor's checks (PGD-5 and clean accuracy of the training batch, every 50 steps and
+    after the last), its events (collapse caught, weights restored), and the final model's clean and
+    PGD-40 accuracy on test images (at the run's eps).
 (b) `trades` and `pgd-at` side by side at eps 0.3: clean, PGD-40 and (with --n-aa > 0) AutoAttack
     accuracy. The inner attacks use fewer steps than the papers (--at-steps, alpha = 2.5 eps / steps)
     and a short schedule, to fit a 2-core CPU budget; the papers train for 100 epochs with 40 steps.
@@ -56,8 +57,8 @@ def train(recipe: str, params: dict[str, Any], tmp: Path, **overrides: Any) -> d
 
     def progress(event: ProgressEvent) -> None:
         if event.task == "co-monitor":
-            trace.append({"epoch": event.completed, **event.info})
-            print(f"  {recipe} epoch {event.completed}: {event.info}", flush=True)
+            trace.append({"step": event.completed, **event.info})
+            print(f"  {recipe} step {event.completed}: {event.info}", flush=True)
 
     start = time.perf_counter()
     out = train_checkpoint(

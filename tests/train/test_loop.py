@@ -8,7 +8,7 @@ from torch import nn
 from bastion.core import ConfigError, make_generator
 from bastion.data import load_dataset
 from bastion.models import build_model
-from bastion.train import Hooks, TrainConfig, TrainState, accuracy, fit
+from bastion.train import Callback, Hooks, TrainConfig, TrainState, accuracy, fit
 from bastion.train.augment import augment_batch, random_crop
 
 
@@ -64,7 +64,7 @@ def test_hooks_transform_loss_and_callbacks(digits: tuple[torch.Tensor, ...]) ->
         assert torch.count_nonzero(xb) == 0  # the loss sees the transformed batch
         return F.cross_entropy(model(xb), yb)
 
-    class StopAfterFirst:
+    class StopAfterFirst(Callback):
         def on_epoch_end(self, state: TrainState) -> None:
             state.events.append({"epoch": state.epoch, "steps": state.step})
             state.stop = True
@@ -126,7 +126,7 @@ def test_pair_loss_sees_clean_and_transformed_batch_and_callbacks_see_held_out_d
 
     seen: list[int] = []
 
-    class HeldOut:
+    class HeldOut(Callback):
         def on_epoch_end(self, state: TrainState) -> None:
             assert state.x_val is not None and state.total_steps == 4
             seen.append(state.x_val.shape[0])
@@ -144,3 +144,66 @@ def test_pair_loss_sees_clean_and_transformed_batch_and_callbacks_see_held_out_d
     assert all(math.isnan(e.train_accuracy) for e in history.epochs)
     with pytest.raises(ConfigError, match="a loss or a pair_loss"):
         Hooks(loss=lambda m, a, b: a.sum(), pair_loss=pair_loss)
+
+
+def test_step_callbacks_see_each_clean_batch_and_a_stop_ends_the_epoch_there(
+    digits: tuple[torch.Tensor, ...],
+) -> None:
+    x, y, xt, yt = digits
+    steps: list[tuple[int, int, int, bool]] = []
+    epoch_ends: list[int] = []
+
+    class StopAtStep5(Callback):
+        def on_step_end(self, state: TrainState, xb: torch.Tensor, yb: torch.Tensor) -> None:
+            # the clean batch (the transform below zeroes what the update sees), after the step
+            steps.append((state.epoch, state.step, xb.shape[0], bool(torch.count_nonzero(xb))))
+            state.stop = state.step == 5
+
+        def on_epoch_end(self, state: TrainState) -> None:
+            epoch_ends.append(state.epoch)
+
+    progress = []
+    history = fit(
+        new_mlp(),
+        x[:160],
+        y[:160],
+        TrainConfig(epochs=3, batch_size=64),
+        x_test=xt,
+        y_test=yt,
+        hooks=Hooks(transform=lambda m, xb, yb, g, d: torch.zeros_like(xb), callbacks=[StopAtStep5()]),
+        progress=progress.append,
+    )
+    # 160 images in batches of 64: 3 steps an epoch, the last of 32 images
+    assert steps == [
+        (1, 1, 64, True),
+        (1, 2, 64, True),
+        (1, 3, 32, True),
+        (2, 4, 64, True),
+        (2, 5, 64, True),
+    ]
+    assert epoch_ends == [1]  # epoch 2 stopped inside: recorded, but no epoch-end callback
+    assert [e.epoch for e in history.epochs] == [1, 2]
+    assert history.epochs[1].test_accuracy is not None
+    assert [e.completed for e in progress if e.task == "epoch"] == [1, 2]
+    assert [e.completed for e in progress if e.task == "train"] == [1, 2, 3, 4, 5]
+
+
+def test_a_stopped_epoch_averages_over_the_batches_it_ran(digits: tuple[torch.Tensor, ...]) -> None:
+    x, y, *_ = digits
+    losses: list[float] = []
+
+    def loss(model: nn.Module, xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
+        value = F.cross_entropy(model(xb), yb)
+        losses.append(float(value.detach()))
+        return value
+
+    class StopAtStep2(Callback):
+        def on_step_end(self, state: TrainState, xb: torch.Tensor, yb: torch.Tensor) -> None:
+            state.stop = state.step == 2
+
+    history = fit(
+        new_mlp(), x[:256], y[:256], TrainConfig(epochs=1, batch_size=64),
+        hooks=Hooks(loss=loss, callbacks=[StopAtStep2()]),
+    )  # fmt: skip
+    (record,) = history.epochs
+    assert len(losses) == 2 and math.isclose(record.train_loss, sum(losses) / 2, rel_tol=1e-6)

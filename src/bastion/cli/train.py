@@ -17,7 +17,14 @@ from bastion.train import train_checkpoint
 def train(
     params: Annotated[
         list[str] | None,
-        typer.Argument(help="the recipe's own settings as key=value, e.g. eps=0.3", show_default=False),
+        typer.Argument(
+            help=(
+                "the recipe's own settings as key=value, e.g. eps=0.3; fgsm-rs and gradalign also take the "
+                "catastrophic-overfitting monitor's co_monitor=true|false, co_every=50 (steps between its "
+                "PGD-5 checks of the training batch) and co_drop=0.2 (docs/defenses.md)"
+            ),
+            show_default=False,
+        ),
     ] = None,
     model: Annotated[str, typer.Option(help="architecture (`bastion list models`) or package.module:factory")] = (
         "small_cnn"
@@ -83,9 +90,9 @@ def train(
     for event in h.events:
         if event.get("event") == "catastrophic-overfitting":
             console.print(
-                f"  warning: catastrophic overfitting at epoch {event['epoch']}: held-out PGD accuracy "
-                f"{event['pgd_accuracy_before']:.1%} -> {event['pgd_accuracy_after']:.1%}; training stopped and "
-                f"the weights of epoch {event['restored_epoch']} restored",
+                f"  warning: catastrophic overfitting at step {event['step']} (epoch {event['epoch']}): "
+                f"training-batch PGD accuracy {event['pgd_accuracy_before']:.1%} -> {event['pgd_accuracy_after']:.1%}; "
+                f"training stopped and the weights of step {event['restored_step']} restored",
                 highlight=False,
             )
     acc = result.meta.clean_accuracy

@@ -8,9 +8,13 @@ Hooks:
     loss: `(model, x, y) -> scalar` (default: cross-entropy of the logits).
     pair_loss: `(model, x_clean, x, y, gen) -> scalar`, used instead of `loss` by objectives that need
         the clean batch beside the transformed one and a random draw (TRADES, GradAlign).
-    callbacks: objects with `on_epoch_end(state)`, which may set `state.stop` or record
+    callbacks: `Callback`s: `on_step_end(state, x, y)` after every optimiser step (`x` the clean,
+        augmented batch just trained on, `state.step` already counting that step) and
+        `on_epoch_end(state)` after every epoch's evaluation. Either may set `state.stop` or record
         `state.events` (a catastrophic-overfitting monitor, say); `state.x_val`/`state.y_val` are the
-        held-out data `fit` evaluates on and `state.progress` the caller's progress listener.
+        held-out data `fit` evaluates on and `state.progress` the caller's progress listener. A stop
+        set after a step ends the epoch there: the partial epoch is evaluated and recorded (its loss
+        and accuracy over the batches it ran), and no `on_epoch_end` runs for it.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -81,8 +85,14 @@ class TrainConfig:
                 raise ConfigError(f"training {name} must be {rule}; got {getattr(self, name)!r}")
 
 
-class Callback(Protocol):
-    def on_epoch_end(self, state: TrainState) -> None: ...
+class Callback:
+    """A training callback: override the hooks you need; both do nothing by default."""
+
+    def on_step_end(self, state: TrainState, x: Tensor, y: Tensor) -> None:
+        """After the optimiser step on the clean batch `x` (N, C, H, W) with labels `y` (N,)."""
+
+    def on_epoch_end(self, state: TrainState) -> None:
+        """After the epoch's evaluation (`state.history[-1]` is its record)."""
 
 
 @dataclass
@@ -195,7 +205,7 @@ def fit(
     for epoch in range(1, cfg.epochs + 1):
         state.epoch = epoch
         t0 = time.perf_counter()
-        loss_sum, correct = 0.0, 0
+        loss_sum, correct, seen = 0.0, 0, 0
         model.train()
         order = torch.randperm(n, generator=gen, device=device)
         for s in batch_slices(n, cfg.batch_size):
@@ -220,19 +230,26 @@ def fit(
             optimizer.step()
             state.step += 1
             loss_sum += float(loss.detach()) * y.shape[0]
-            report(progress, "train", state.step, total, epoch=epoch, loss=loss_sum / (s.stop))
+            seen = s.stop
+            report(progress, "train", state.step, total, epoch=epoch, loss=loss_sum / seen)
+            for cb in hooks.callbacks:
+                cb.on_step_end(state, x_clean, y)
+            if state.stop:
+                break
         test_acc = None
         if x_test is not None and y_test is not None:
             test_acc = accuracy(model, x_test, y_test, batch_size=cfg.eval_batch_size)
         record = EpochRecord(
             epoch=epoch,
-            train_loss=loss_sum / n,
-            train_accuracy=correct / n if hooks.loss is None and hooks.pair_loss is None else math.nan,
+            train_loss=loss_sum / seen,
+            train_accuracy=correct / seen if hooks.loss is None and hooks.pair_loss is None else math.nan,
             test_accuracy=test_acc,
             seconds=time.perf_counter() - t0,
         )
         state.history.append(record)
         report(progress, "epoch", epoch, cfg.epochs, test_accuracy=test_acc, train_loss=record.train_loss)
+        if state.stop:  # set by a step callback: the epoch ended early
+            break
         for cb in hooks.callbacks:
             cb.on_epoch_end(state)
         if state.stop:
