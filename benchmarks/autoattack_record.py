@@ -6,11 +6,16 @@ the snapshot's COMMIT file and written into the record; the shipped record was m
 a39220048b3c9f2cca9a4d3a54604793c68eca7e). It is run here, never imported by bastion or its tests.
 
 What is recorded (tests/fixtures/autoattack-reference.json, written atomically):
-- the model: tests/fixtures/mlp-digits.safetensors (`mlp`, one hidden layer of 64 units, trained by
-  bastion on scikit-learn's 8x8 `digits`; `--train-model` makes it again) and its SHA-256;
+- the model: tests/fixtures/mlp-digits-pgd-at.safetensors, an `mlp` with two hidden layers of 256
+  units adversarially trained by bastion (`pgd-at`, L-inf 0.2) on scikit-learn's 8x8 `digits`
+  (`--train-model` makes it again, settings in MODEL), and its SHA-256. On an undefended model every
+  image's outcome is settled in a few iterations (APGD at 5 iterations leaves the same images robust
+  as at 100), so the record could not tell a weakened attack from the real one; on this one APGD-CE
+  at 25 iterations leaves 4 more images robust than at 100 (eps 0.2), and APGD-T fools 5 and 8
+  images APGD-CE left robust;
 - the images: the first `--n` (100) images of the checkpoint's test split (`digits`, split seed 0),
   by index;
-- per L-inf radius (`--eps`, 0.1 and 0.15: robust accuracy well between 0 and the clean accuracy, so
+- per L-inf radius (`--eps`, 0.2 and 0.25: robust accuracy well between 0 and the clean accuracy, so
   the comparison discriminates), per image, whether it is classified correctly clean and still robust
   after each stage, as the reference's own `robust_flags` say (read from its state file each time its
   log announces the end of a stage), and the per-stage robust accuracies of its log;
@@ -22,7 +27,7 @@ per-image disagreements (recorded under "bastion_at_record" for information; the
 tests/attacks/evasion/test_autoattack.py checks bastion against the record.
 
     bash benchmarks/setup_peers.sh                  # once: the reference snapshot
-    python benchmarks/autoattack_record.py          # [--n 100] [--eps 0.1,0.15] [--out FILE] [--train-model]
+    python benchmarks/autoattack_record.py          # [--n 100] [--eps 0.2,0.25] [--out FILE] [--train-model]
 """
 
 from __future__ import annotations
@@ -53,19 +58,29 @@ from evasion_peers import provenance
 HERE = Path(__file__).resolve().parent
 FIXTURES = HERE.parent / "tests" / "fixtures"
 STAGES = ("apgd-ce", "apgd-t", "fab-t", "square")  # the standard version's order
-# The model: an `mlp` with one hidden layer of 64 units. Its forward and backward passes cost a
-# fraction of `small_cnn`'s, so the whole ensemble runs in seconds on two CPU cores, and the test can.
-MODEL = {"model": "mlp", "data": "digits", "model_kwargs": {"hidden": [64]}, "epochs": 20, "augment": "none", "seed": 0}
+# The model: an `mlp` (two hidden layers of 256 units) trained with PGD-AT at L-inf 0.2 (10 steps of
+# 0.05). Its passes cost a fraction of `small_cnn`'s, so the ensemble runs in seconds on two CPU
+# cores, and the test can; adversarial training makes the outcomes depend on the attack's strength.
+MODEL: dict[str, Any] = {
+    "model": "mlp",
+    "data": "digits",
+    "recipe": "pgd-at",
+    "recipe_params": {"eps": 0.2, "steps": 10, "alpha": 0.05},
+    "model_kwargs": {"hidden": [256, 256]},
+    "epochs": 20,
+    "augment": "none",
+    "seed": 0,
+}
 _STAGE_LINE = re.compile(r"robust accuracy after ([A-Z0-9-]+): ([0-9.]+)%")
 _CLEAN_LINE = re.compile(r"initial accuracy: ([0-9.]+)%")
 
 
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--checkpoint", type=Path, default=FIXTURES / "mlp-digits.safetensors", help="the model")
+    p.add_argument("--checkpoint", type=Path, default=FIXTURES / "mlp-digits-pgd-at.safetensors", help="the model")
     p.add_argument("--train-model", action="store_true", help="train the model again (settings: MODEL) first")
     p.add_argument("--n", type=int, default=100, help="images: the first N of the checkpoint's test split")
-    p.add_argument("--eps", default="0.1,0.15", help="comma-separated L-inf radii")
+    p.add_argument("--eps", default="0.2,0.25", help="comma-separated L-inf radii")
     p.add_argument("--seed", type=int, default=0, help="the reference's seed (and bastion's)")
     p.add_argument("--out", type=Path, default=FIXTURES / "autoattack-reference.json")
     a = p.parse_args()
@@ -147,6 +162,7 @@ def run_bastion(model: nn.Module, x: Tensor, y: Tensor, eps: float, seed: int) -
 
 
 def train_model(path: Path) -> None:
+    import bastion.defenses  # noqa: F401  (registers pgd-at)
     from bastion.train import train_checkpoint
 
     print(f"training {MODEL} -> {path}", flush=True)
