@@ -9,7 +9,7 @@ from torch import Tensor
 from bastion.attacks.evasion import PGD
 from bastion.attacks.evasion.square import Square
 from bastion.core import DEFENSES, ConfigError, QueryBudgetExceeded, ThreatModel, UnknownNameError, Victim
-from bastion.core.calibration import ece, fit_temperature
+from bastion.core.calibration import ece, ece_stack, fit_temperature
 from bastion.data import Dataset
 from bastion.defenses.postprocess import (
     AAA,
@@ -167,12 +167,50 @@ def test_aaa_raises_square_robust_accuracy(digits_victim: Victim, digits_data: D
     assert defended.robust_accuracy >= bare.robust_accuracy + 0.2, (bare.robust_accuracy, defended.robust_accuracy)
 
 
-def test_calibrated_aaa_does_not_worsen_ece(digits_logits: tuple[Tensor, Tensor]) -> None:
-    z, y = digits_logits
-    held_out, test = slice(200, None), slice(None, 200)
-    aaa = AAA.calibrated(z[held_out], y[held_out], step=0.05)
-    served = aaa(z[test], torch.zeros(200, 1, 8, 8))
-    assert ece(served, y[test]) <= ece(z[test], y[test]) + 0.01
+def overconfident_scores(n: int, seed: int) -> tuple[Tensor, Tensor]:
+    """Logits (n, 10) of a model over-confident by a known factor, and labels drawn from its true posterior.
+
+    The logits are 3 N(0, I); each label is drawn from softmax(logits / 3), so the served confidence is
+    too high by construction (15-bin ECE about 0.32) and plain temperature scaling near 3 removes most of it.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    z = torch.randn(n, 10, generator=gen) * 3
+    return z, torch.multinomial((z / 3).softmax(dim=1), 1, generator=gen).squeeze(1)
+
+
+def ece_gap_interval(a: Tensor, b: Tensor, y: Tensor, draws: int = 1000) -> tuple[float, float]:
+    """95% paired-bootstrap interval of ECE(a) - ECE(b), for logits a and b (N, K) of the same samples y (N,)."""
+    gen = torch.Generator().manual_seed(0)
+    probs = torch.stack([a.double().softmax(dim=1), b.double().softmax(dim=1)])  # (2, N, K)
+    gaps = []
+    for _ in range(draws):
+        i = torch.randint(0, y.shape[0], (y.shape[0],), generator=gen)
+        both = ece_stack(probs[:, i], y[i])
+        gaps.append(float(both[0] - both[1]))
+    lo, hi = torch.tensor(gaps, dtype=torch.float64).quantile(torch.tensor([0.025, 0.975], dtype=torch.float64))
+    return float(lo), float(hi)
+
+
+def test_calibrated_aaa_lowers_the_ece_of_an_overconfident_model() -> None:
+    """AAA with its temperature fitted on held-out scores serves a lower 15-bin ECE than the model.
+
+    The claim (Chen et al., arXiv 2205.12134) needs a model whose miscalibration exceeds
+    what AAA's own margin distortion adds: on the well-calibrated digits and mnist5k models AAA raises the
+    ECE whatever the temperature (`AAA`'s docstring, docs/defenses.md). Here the model is over-confident
+    by construction (`overconfident_scores`); the temperature is fitted through AAA on 1,000 held-out
+    samples and the ECE measured on 1,000 others: the whole 95% paired-bootstrap interval of the gap
+    lies below 0 (measured: T 2.0, ECE 0.324 -> 0.263, interval [-0.075, -0.035]). Served with T = 1
+    the ECE rises instead (0.359): the gain is the fitted temperature's.
+    """
+    z_fit, y_fit = overconfident_scores(1000, seed=0)
+    z, y = overconfident_scores(1000, seed=1)
+    aaa = AAA.calibrated(z_fit, y_fit, step=0.05)
+    served = aaa(z, torch.zeros(1000, 1, 8, 8))
+    assert torch.equal(served.argmax(1), z.argmax(1))
+    lo, hi = ece_gap_interval(served, z, y)
+    gap = f"ECE {ece(z, y):.3f} undefended, {ece(served, y):.3f} through AAA (T {aaa.temperature})"
+    assert hi < 0, f"{gap}; 95% interval of the gap [{lo:.3f}, {hi:.3f}]"
+    assert ece(AAA()(z, torch.zeros(1000, 1, 8, 8)), y) > ece(z, y)
 
 
 def test_white_box_pgd_still_breaks_the_aaa_defended_api(digits_victim: Victim, digits_data: Dataset) -> None:

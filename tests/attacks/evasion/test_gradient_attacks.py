@@ -1,12 +1,13 @@
-"""FGSM and PGD, and the contract `Attack.run` enforces for every attack."""
+"""FGSM, PGD (and MI-FGSM's early stop), and the contract `Attack.run` enforces for every attack."""
 
 import dataclasses
 
 import pytest
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from bastion.attacks.evasion.fgsm import FGSM
+from bastion.attacks.evasion.mi_fgsm import MIFGSM
 from bastion.attacks.evasion.pgd import PGD
 from bastion.core import ConfigError, DataError, ThreatModel, Victim, make_generator
 from bastion.data import Dataset
@@ -78,14 +79,61 @@ def test_same_seed_same_result_other_seed_other_start(digits_victim: Victim, dig
     assert not torch.equal(a.x_adv, c.x_adv)
 
 
-def test_early_stop_keeps_the_first_adversarial_iterate(digits_victim: Victim, digits_data: Dataset) -> None:
-    x, y = batch(digits_data)
-    threat = ThreatModel(eps=0.15)
-    early = PGD(threat=threat, steps=10).run(digits_victim, x, y)
-    full = PGD(threat=threat, steps=10, early_stop=False).run(digits_victim, x, y)
-    # every sample early-stopped is adversarial, and its perturbation is no larger than the full run's
-    assert bool(early.success[early.clean_correct].double().mean() >= full.success[full.clean_correct].double().mean())
-    assert float(early.linf.max()) <= 0.15 + 1.2e-7
+class LinearPath:
+    """A two-class linear model on 4x4 inputs, where every iterate of a sign-gradient attack is known.
+
+    Logits (0, w.x + b). For label 0 the cross-entropy gradient is p_1 w, for label 1 it is -p_0 w:
+    its sign is +-sign(w) at every point, so without a random start iterate k is x + k alpha s (s =
+    sign(w) for label 0, -sign(w) for label 1; alpha * steps <= eps and the inputs in [0.2, 0.8], so
+    neither the ball nor the bounds clip it), and the margin of the true class falls by alpha ||w||_1
+    per step: sample i is first misclassified at step ceil(m_i / (alpha ||w||_1)) (m_i its clean
+    margin), the first iterate an early-stopped attack may keep.
+    """
+
+    def __init__(self, n: int = 64, alpha: float = 0.02, steps: int = 10) -> None:
+        gen = torch.Generator().manual_seed(0)
+        self.alpha, self.steps = alpha, steps
+        self.w = torch.randn(16, generator=gen)
+        self.x = 0.2 + 0.6 * torch.rand(n, 1, 4, 4, generator=gen)
+        u = self.x.flatten(1) @ self.w
+        self.b = -float(u.mean()) - 1.2  # clean margins of label 0: about 0 to 3.5, 1 to 14 steps
+        self.y = torch.zeros(n, dtype=torch.long)
+        self.y[:3] = 1  # misclassified when clean (the first margins are positive): left untouched
+        self.model = nn.Sequential(nn.Flatten(), nn.Linear(16, 2)).eval()
+        with torch.no_grad():
+            self.model[1].weight.copy_(torch.stack([torch.zeros(16), self.w]))
+            self.model[1].bias.copy_(torch.tensor([0.0, self.b]))
+        margin = (u.double() + self.b) * torch.where(self.y == 1, 1.0, -1.0)  # z_y - z_other
+        per_step = alpha * float(self.w.double().abs().sum())
+        ratio = margin / per_step
+        # no margin within float noise of a step boundary: the step each sample flips at is unambiguous
+        assert bool(((ratio - ratio.round()).abs() > 1e-3).all())
+        self.correct = margin > 0
+        self.flip = torch.where(self.correct, ratio.ceil(), torch.zeros_like(ratio)).long()  # (n,)
+        self.direction = (self.w.sign() * torch.where(self.y == 1, -1.0, 1.0)[:, None]).view(-1, 1, 4, 4)
+
+    def iterate(self, k: Tensor) -> Tensor:
+        """Iterate k (n,) of each sample, k alpha-steps from its clean input."""
+        return self.x + (k.double() * self.alpha).float().view(-1, 1, 1, 1) * self.direction
+
+
+@pytest.mark.parametrize("make", [PGD, MIFGSM], ids=["pgd", "mi-fgsm"])
+@pytest.mark.parametrize("early_stop", [True, False])
+def test_early_stop_keeps_the_first_misclassified_iterate(make: type, early_stop: bool) -> None:
+    """Per sample, the result is the first misclassified iterate with `early_stop`, the last without."""
+    path = LinearPath()
+    victim = Victim(path.model, input_shape=(1, 4, 4))
+    extra = {"random_start": False} if make is PGD else {}
+    attack = make(threat=ThreatModel(eps=0.25), steps=path.steps, alpha=path.alpha, early_stop=early_stop, **extra)
+    result = attack.run(victim, path.x, path.y)
+    assert torch.equal(result.clean_correct, path.correct)
+    flipped = path.flip <= path.steps
+    # the data spread the first flips over the run: after one step, after the last, never within the steps
+    assert {1, path.steps} <= set(path.flip[path.correct].tolist()) and int((~flipped).sum()) >= 3
+    kept = torch.where(flipped, path.flip, path.steps) if early_stop else torch.full_like(path.flip, path.steps)
+    kept = torch.where(path.correct, kept, 0)  # samples wrong when clean keep k = 0: their clean input
+    torch.testing.assert_close(result.x_adv, path.iterate(kept), rtol=0, atol=1e-6)
+    assert torch.equal(result.success[path.correct], flipped[path.correct])
 
 
 def test_targeted_pgd_hits_its_targets(digits_victim: Victim, digits_data: Dataset) -> None:

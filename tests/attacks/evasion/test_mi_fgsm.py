@@ -62,16 +62,6 @@ def test_momentum_changes_the_path(digits_victim: Victim, digits_data: Dataset) 
     assert not torch.equal(with_mu.x_adv, without.x_adv)
 
 
-def test_early_stop_keeps_the_first_misclassified_iterate(digits_victim: Victim, digits_data: Dataset) -> None:
-    x, y = digits_data.x_test[:N], digits_data.y_test[:N]
-    threat = ThreatModel(eps=0.1)
-    full = MIFGSM(threat=threat).run(digits_victim, x, y)
-    early = MIFGSM(threat=threat, early_stop=True).run(digits_victim, x, y)
-    assert early.success_rate >= full.success_rate - 0.05
-    # stopped samples sit closer to the clean image on average
-    assert float(early.l2[early.success].mean()) < float(full.l2[full.success].mean())
-
-
 def test_targeted_hits_the_target(digits_victim: Victim, digits_data: Dataset) -> None:
     x, y = digits_data.x_test[:60], digits_data.y_test[:60]
     t = (y + 1) % 10
