@@ -26,7 +26,7 @@ def test_attack_pgd_prints_summary_and_writes_json(digits_checkpoint: Path, tmp_
     assert keys <= set(d)
     assert d["attack"] == "pgd" and d["params"]["steps"] == 10 and d["n"] == 50
     assert d["linf_max"] <= 0.2 + 1.2e-7
-    assert d["robust_accuracy"] <= d["clean_accuracy"]
+    assert d["robust_accuracy"] <= d["clean_accuracy"] - 0.5  # PGD at 0.2 breaks an undefended digits model
 
 
 def test_attack_fgsm_l2_targeted_without_checks(digits_checkpoint: Path, tmp_path: Path) -> None:

@@ -83,20 +83,19 @@ def test_labels_only_budgets_and_adversarial_results(
 
 @pytest.mark.parametrize("norm", ["l2", "linf"])
 def test_distance_falls_with_the_budget(digits_victim: Victim, batch: tuple[Tensor, Tensor], norm: str) -> None:
-    """The median distance against queries never rises, falls well below the start, and the result
-    (the closest adversarial input found) matches the curve's last point."""
+    """The median distance falls well below the start, and the result (the closest adversarial input
+    found, adversarial on the model) matches the curve's last point, per sample and in the median."""
     x, y = batch
     r = HSJA(threat=_threat(norm), n_queries=300, seed=0).run(digits_victim, x, y)
     curve = r.extra["query_curve"]
     med = [v for v in curve["median_dist"] if v is not None]
-    assert med == sorted(med, reverse=True)
     assert med[-1] <= 0.6 * med[0]
     attacked = r.clean_correct
+    assert torch.all(digits_victim.predict(r.x_adv[attacked]) != y[attacked])
     for row, dist in zip(r.extra["dist_at_budget"], _dist(r, norm).tolist(), strict=True):
         if row[0] is None and row[-1] is None:
             continue
         got = [v for v in row if v is not None]
-        assert got == sorted(got, reverse=True)
         assert dist == pytest.approx(got[-1], rel=1e-4)
     assert float(_dist(r, norm)[attacked].double().quantile(0.5)) == pytest.approx(med[-1], rel=1e-4)
 
