@@ -91,3 +91,17 @@ def test_num_classes_read_from_model() -> None:
     assert Victim(Recorder(), input_shape=(1, 2, 2)).num_classes == 3
     with pytest.raises(ConfigError):
         Victim(Recorder(), batch_size=0)
+
+
+def test_features_are_the_input_of_the_last_linear_layer() -> None:
+    torch.manual_seed(0)
+    head = nn.Linear(12, 3)
+    net = nn.Sequential(nn.Flatten(), nn.Linear(16, 12), nn.ReLU(), head)
+    victim = Victim(net, batch_size=4)
+    x = torch.rand(10, 1, 4, 4)
+    feats = victim.features(x)  # three batches
+    assert feats.shape == (10, 12) and bool((feats >= 0).all())  # after the ReLU
+    assert torch.allclose(head(feats), victim.logits(x), atol=1e-6)
+    assert victim.features(x[:0]).shape == (0, 12)
+    with pytest.raises(ModelError, match="no nn.Linear"):
+        Victim(nn.Sequential(nn.Flatten())).features(x)

@@ -111,6 +111,27 @@ class Victim:
         """Predicted labels (N,), int64, in batches."""
         return self.logits(x).argmax(dim=1)
 
+    def features(self, x: Tensor) -> Tensor:
+        """Penultimate features (N, D): the input of the model's last `nn.Linear` layer (in module
+        order), flattened, without gradients, in batches. What the feature-space detectors read
+        (spectral signatures, activation clustering). Raises `ModelError` for a model without one."""
+        return self._features_inference(x).clone()
+
+    @torch.inference_mode()
+    def _features_inference(self, x: Tensor) -> Tensor:
+        last = [m for m in self.model.modules() if isinstance(m, nn.Linear)]
+        if not last:
+            raise ModelError("the model has no nn.Linear layer, so it has no penultimate features to read")
+        seen: list[Tensor] = []
+        handle = last[-1].register_forward_pre_hook(lambda _m, args: seen.append(args[0].flatten(1)))
+        try:
+            x = x.to(self.device)
+            for s in batch_slices(x.shape[0], self.batch_size):
+                self._forward(x[s])
+        finally:
+            handle.remove()
+        return torch.cat(seen) if seen else torch.zeros(0, last[-1].in_features, device=self.device)
+
     def oracle(
         self,
         n: int,

@@ -1,3 +1,4 @@
-"""Detectors: out-of-distribution inputs today (`ood`)."""
+"""Detectors: out-of-distribution inputs (`ood`), triggered inputs and poisoned training sets (`backdoor`)."""
 
-import bastion.defenses.detect.ood  # noqa: F401  (registers the detectors)
+import bastion.defenses.detect.backdoor  # registers the detectors
+import bastion.defenses.detect.ood  # noqa: F401

@@ -14,22 +14,11 @@ import torch
 from torch import Tensor
 
 from bastion.core.params import params_dict, validate_params
-from bastion.core.registry import DEFENSES
 from bastion.core.results import DetectionResult
 from bastion.core.victim import Victim
+from bastion.defenses.detect.registry import register_detector
 
 __all__ = ["OODDetector", "register_detector"]
-
-
-def register_detector(name: str) -> Any:
-    """Class decorator: set `cls.name` and add the class to the `DEFENSES` registry (family `ood`)."""
-
-    def add(cls: type[OODDetector]) -> type[OODDetector]:
-        cls.name = name
-        DEFENSES.register(name, family="ood")(cls)
-        return cls
-
-    return add
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -1,0 +1,6 @@
+"""Backdoor detection: run-time trigger-input detectors (family `backdoor-input`) and training-set
+inspectors (family `backdoor-data`), one class per file; see `base.py`."""
+
+from bastion.defenses.detect.backdoor.base import DataInspector, InputDetector
+
+__all__ = ["DataInspector", "InputDetector"]
