@@ -6,7 +6,7 @@ import hashlib
 import json
 import os
 from collections.abc import Iterator
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +14,9 @@ import pytest
 import torch
 from torch import nn
 
+from bastion.attacks.poisoning import BadNets, Poisoned
+from bastion.audit import AuditTarget
+from bastion.cli._target import audit_target
 from bastion.core import Victim
 from bastion.data import Dataset, load_dataset
 from bastion.models import build_model
@@ -95,6 +98,28 @@ def mnist_data() -> Dataset:
 def mnist_model() -> nn.Module:
     """The default model (`small_cnn`, standard recipe, mnist5k; 98.4% test accuracy), shipped with the tests."""
     return load_checkpoint(FIXTURES / "small_cnn-mnist5k.safetensors")[0]
+
+
+@dataclass(frozen=True)
+class Backdoored:
+    """A model trained on a poisoned training set: the clean model's target, the attack, the set, the model."""
+
+    target: AuditTarget
+    attack: BadNets
+    poisoned: Poisoned
+    victim: Victim
+
+
+@pytest.fixture(scope="session")
+def badnets_mnist5k() -> Backdoored:
+    """The default model's architecture and recipe trained on its 4,000 training images with 5% of them
+    stamped by BadNets (target 0, seed 0): ASR about 99%, clean accuracy as the clean model's."""
+    target = audit_target(checkpoint=FIXTURES / "small_cnn-mnist5k.safetensors")
+    attack = BadNets(rate=0.05, seed=0)
+    x, y = target.members(target.n_members)
+    poisoned = attack.poison(x, y, 10)
+    model = target.train_fresh(poisoned.x, poisoned.y, seed=0)
+    return Backdoored(target, attack, poisoned, Victim(model, input_shape=(1, 28, 28), num_classes=10))
 
 
 # --- pinned numbers --------------------------------------------------------------------------------

@@ -94,6 +94,19 @@ class PoisoningAttack(Attack, ABC):
         y_p[index] = self.target_labels(y[index], num_classes)
         return Poisoned(x_p, y_p, index)
 
+    def screening_sets(self, victim: Victim, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        """What a run-time trigger detector is measured on (BaDExpert's protocol, Xie et al., ICLR 2024):
+        the clean test images the model gets right (negatives) and the triggered test images of the
+        other classes that the model sends where the backdoor says (positives, the attacks that work)."""
+        num_classes = victim.num_classes
+        self._check(y, num_classes)
+        x_cpu = x.cpu()
+        clean = x_cpu[victim.predict(x).cpu() == y.cpu()]
+        goal = self.target_labels(y.cpu(), num_classes)
+        movable = goal != y.cpu()
+        triggered = self.apply_trigger(x_cpu[movable]).clamp(0, 1)
+        return clean, triggered[victim.predict(triggered).cpu() == goal[movable]]
+
     def evaluate(self, victim: Victim, x: Tensor, y: Tensor, poisoned: Poisoned, *, seconds: float) -> PoisonResult:
         """Clean accuracy on the test images (x, y) and the trigger's success on those it can move.
 

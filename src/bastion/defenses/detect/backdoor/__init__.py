@@ -2,5 +2,6 @@
 inspectors (family `backdoor-data`), one class per file; see `base.py`."""
 
 from bastion.defenses.detect.backdoor.base import DataInspector, InputDetector
+from bastion.defenses.detect.backdoor.strip import STRIP
 
-__all__ = ["DataInspector", "InputDetector"]
+__all__ = ["STRIP", "DataInspector", "InputDetector"]

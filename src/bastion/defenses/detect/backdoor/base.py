@@ -44,7 +44,6 @@ class InputDetector(ABC):
 
     name: ClassVar[str] = "backdoor-input"
     family: ClassVar[str] = "backdoor-input"
-    forwards_per_input: ClassVar[int] = 1  # model forward passes spent screening one input
 
     frr: float = param(0.01, gt=0, lt=1, help="false-rejection rate the threshold is set for, on held-out clean images")
     seed: int = param(0, ge=0, help="seed of the detector's random draws")
@@ -54,6 +53,10 @@ class InputDetector(ABC):
 
     def params(self) -> dict[str, Any]:
         return params_dict(self)
+
+    def forwards_per_input(self) -> int:
+        """Model forward passes spent screening one input."""
+        return 1
 
     def _fit(self, victim: Victim, x: Tensor, y: Tensor, gen: torch.Generator) -> Any:
         """What the detector learns from the defender's clean held-out images (nothing, by default)."""
@@ -94,13 +97,13 @@ class InputDetector(ABC):
             scores=scores,
             positive=positive,
             seconds=time.perf_counter() - start,
-            queries=torch.full((n_screened,), self.forwards_per_input),
+            queries=torch.full((n_screened,), self.forwards_per_input()),
             extra={
                 "threshold": threshold if math.isfinite(threshold) else None,
                 "tpr": float(flagged[positive].float().mean()) if bool(positive.any()) else None,
                 "fpr": float(flagged[~positive].float().mean()) if bool((~positive).any()) else None,
                 "n_fit": int(x_fit.shape[0]),
-                "forwards_per_input": self.forwards_per_input,
+                "forwards_per_input": self.forwards_per_input(),
             },
         )
 
