@@ -19,7 +19,7 @@ from safetensors.torch import save_file
 from sqlalchemy import create_engine, text
 from typer.testing import CliRunner
 
-from bastion.audit import load_plan
+from bastion.audit import load_plan, parse_plan
 from bastion.audit.kinds import KINDS
 from bastion.cli._target import audit_target
 from bastion.cli.app import app
@@ -205,6 +205,7 @@ scenarios:
     name: badnets-10pct
     n: 200
     params: {rate: 0.1, target: 3}
+    detectors: [strip]
 """
 
 
@@ -224,6 +225,9 @@ def test_a_backdoor_scenario_keeps_its_model_and_reports(tmp_path: Path, monkeyp
     assert kept.is_file() and result.artifacts[0].data.startswith(b"\x89PNG")
     html = (out / "report.html").read_text()
     assert 'id="backdoor"' in html and "attack success rate of the strongest backdoor" in html
+    strip = result.record["detectors"]["strip"]
+    assert strip["family"] == "backdoor-input" and m["strip_auroc"] == strip["auroc"] >= 0.9
+    assert 'id="backdoor-roc"' in html and "badnets-10pct: strip" in html
 
     def no_training(*args: object, **kwargs: object) -> None:
         raise AssertionError("the kept model must be read back, not trained again")
@@ -237,3 +241,5 @@ def test_a_backdoor_scenario_keeps_its_model_and_reports(tmp_path: Path, monkeyp
     (scenario,) = load_plan(str(plan)).scenarios
     with pytest.raises(ConfigError, match="cannot be retrained"):
         KINDS.get("backdoor").check(scenario, replace(target, trainer=None))
+    with pytest.raises(ConfigError, match=r"line 6: unknown backdoor detector 'stirp'. Did you mean \"strip\"\?"):
+        parse_plan(BACKDOOR_PLAN.replace("[strip]", "[stirp]"))

@@ -103,5 +103,5 @@ def test_features_are_the_input_of_the_last_linear_layer() -> None:
     assert feats.shape == (10, 12) and bool((feats >= 0).all())  # after the ReLU
     assert torch.allclose(head(feats), victim.logits(x), atol=1e-6)
     assert victim.features(x[:0]).shape == (0, 12)
-    with pytest.raises(ModelError, match="no nn.Linear"):
+    with pytest.raises(ModelError, match=r"no nn\.Linear"):
         Victim(nn.Sequential(nn.Flatten())).features(x)

@@ -14,6 +14,7 @@ import typer
 from bastion._atomic import write_json
 from bastion.audit import KINDS, AuditTarget, Scenario
 from bastion.audit.kinds import MethodParams
+from bastion.audit.kinds.backdoor import BackdoorSettings, unknown_detector
 from bastion.audit.kinds.ood import SETS, OODSettings
 from bastion.cli._common import (
     BoundsOpt,
@@ -58,21 +59,24 @@ def _run(family: str, scenarios: list[Scenario], target: AuditTarget, seed: int,
     return rows
 
 
+Lines = list[tuple[str, dict[str, Any]]]  # a label and its metrics per line
+
+
 def _report(
-    table: list[tuple[str, dict[str, Any]]],
-    columns: list[str],
+    blocks: list[tuple[list[str], Lines]],
     header: str,
     rows: list[dict[str, Any]],
     target: AuditTarget,
     json_out: Path | None,
 ) -> None:
-    """Print `table` (a label and its metrics per line) under `header`; write the records as JSON."""
+    """Print each block's table (its columns over label lines) under `header`; write the records as JSON."""
     out.print(header, highlight=False)
-    width = max(len(label) for label, _ in table)
-    out.print("  " + " " * width + "".join(f"{c:>19}" for c in columns), highlight=False)
-    for label, metrics in table:
-        values = "".join(f"{format_metric(c, metrics.get(c)):>19}" for c in columns)
-        out.print(f"  {label:<{width}}{values}", highlight=False)
+    for columns, table in blocks:
+        width = max(len(label) for label, _ in table)
+        out.print("  " + " " * width + "".join(f"{c:>19}" for c in columns), highlight=False)
+        for label, metrics in table:
+            values = "".join(f"{format_metric(c, metrics.get(c)):>19}" for c in columns)
+            out.print(f"  {label:<{width}}{values}", highlight=False)
     for w in dict.fromkeys(w for r in rows for w in r["warnings"]):
         console.print(f"[yellow]warning:[/yellow] {w}", highlight=False)
     if json_out is not None:
@@ -140,7 +144,7 @@ def mia(
         header += f" ({record['extra']['known']} more known to the attacker, thresholds per class)"
     table = [(r["key"], r["metrics"]) for r in rows]
     columns = ["auroc", "tpr_at_fpr_1e-3", "tpr_at_fpr_1e-2", "balanced_accuracy"]
-    _report(table, columns, header, rows, target, json_out)
+    _report([(columns, table)], header, rows, target, json_out)
 
 
 def ood(
@@ -201,7 +205,7 @@ def ood(
         (f"{r['key']} {name}", s) for r in rows for name, s in [*r["record"]["sets"].items(), ("(mean)", r["metrics"])]
     ]
     header = f"[bold]OOD detection[/bold] on {target.model_name}: {rows[0]['record']['n_id']} test images per set"
-    _report(table, ["auroc", "fpr95"], header, rows, target, json_out)
+    _report([(["auroc", "fpr95"], table)], header, rows, target, json_out)
 
 
 def poison(
@@ -218,7 +222,11 @@ def poison(
     std: StdOpt = None,
     bounds: BoundsOpt = "0,1",
     logits_key: LogitsKeyOpt = None,
-    n: Annotated[int, typer.Option("--n", help="test images measured")] = 1000,
+    detect: Annotated[
+        list[str] | None,
+        typer.Option("--detect", help="a backdoor detector run on the poisoned model (repeatable)", show_default=False),
+    ] = None,
+    n: Annotated[int, typer.Option("--n", help="test images measured (the last 200 are held out)")] = 1000,
     seed: PoisonSeedOpt = 0,
     data_root: DataRootOpt = None,
     device: DeviceOpt = "auto",
@@ -228,9 +236,16 @@ def poison(
     """Backdoor: poison the model's training set, train a model like it on it, measure the backdoor.
 
     Prints the poisoned model's clean accuracy and the trigger's attack success rate (ASR) on test
-    images of the other classes, and what the trigger does to the model as it is.
+    images of the other classes, and what the trigger does to the model as it is; with --detect, what
+    each backdoor detector (`bastion list defenses`) finds: run-time detectors screen triggered and
+    clean test inputs, training-set inspectors the poisoned training set (and a model is retrained
+    without what they remove).
     """
     cls = ATTACKS.get(name, family="backdoor")
+    detectors = tuple(detect or ())
+    for d in detectors:
+        if problem := unknown_detector(d):
+            raise ConfigError(problem)
     kwargs = parse_params(cls, params or [])
     cls(**kwargs)  # checks the parameters before anything trains
     if n < 1:
@@ -248,11 +263,15 @@ def poison(
         ood_data=None,
         device=device,
     )
-    rows = _run("backdoor", [Scenario(name, "backdoor", name, n, MethodParams(params=kwargs))], target, seed, quiet)
+    settings = BackdoorSettings(params=kwargs, detectors=detectors)
+    rows = _run("backdoor", [Scenario(name, "backdoor", name, n, settings)], target, seed, quiet)
     record = rows[0]["record"]
     header = (
         f"[bold]backdoor[/bold] on {target.model_name}: {record['n_poisoned']} of {record['n_train']} training "
         f"images poisoned, {record['n_test']} test images"
     )
     columns = ["clean_accuracy", "clean_drop", "asr", "asr_over_correct", "clean_model_asr"]
-    _report([(name, rows[0]["metrics"])], columns, header, rows, target, json_out)
+    blocks = [(columns, [(name, rows[0]["metrics"])])]
+    for d, found in record["detectors"].items():
+        blocks.append((list(found["metrics"]), [(d, found["metrics"])]))
+    _report(blocks, header, rows, target, json_out)

@@ -13,7 +13,8 @@ from torch import Tensor, nn
 
 from bastion.attacks.poisoning import BadNets, Blend
 from bastion.attacks.poisoning.badnets import patch_mask
-from bastion.audit.kinds import KINDS, MethodParams, Scenario
+from bastion.audit.kinds import KINDS, Scenario
+from bastion.audit.kinds.backdoor import BackdoorSettings
 from bastion.cli._target import audit_target
 from bastion.core import ConfigError, DataError, Victim, make_generator
 
@@ -111,7 +112,7 @@ def test_badnets_on_mnist5k_takes_hold_and_the_model_is_kept(tmp_path: Path) -> 
     target = audit_target(checkpoint=FIXTURES / "small_cnn-mnist5k.safetensors")
     target = replace(target, model_dir=tmp_path)
     kind = KINDS.get("backdoor")
-    sc = Scenario("badnets", "backdoor", "badnets", 1000, MethodParams(params={"rate": 0.05}))
+    sc = Scenario("badnets", "backdoor", "badnets", 1000, BackdoorSettings(params={"rate": 0.05}))
     kind.check(sc, target)
     result = kind.run(sc, target, seed=0, progress=None)
     m = result.metrics

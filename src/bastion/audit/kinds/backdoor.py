@@ -1,16 +1,25 @@
-"""The `backdoor` kind: poison the model's training set, train a model like it, measure the backdoor.
+"""The `backdoor` kind: poison the model's training set, train a model like it, measure the backdoor,
+and screen for it.
 
     - attack: badnets          # a registered poisoning attack (`bastion list attacks`)
       name: badnets-5pct       # the scenario's key (default: the attack)
-      n: 1000                  # test images measured (clean accuracy, and the trigger's success)
+      n: 1000                  # test images measured (at most the test split less the held-out set)
       params: {rate: 0.05, target: 0}
+      detectors: [strip]       # backdoor detectors run on the poisoned model (default: none)
 
 The training set is the one the audited model trained on (its `train_n` first training images); the
 poisoned model trains with the audited model's own architecture and recipe (`AuditTarget.train_fresh`)
-and is kept as a checkpoint beside the run, so a resumed audit does not train it again. Metrics:
-`clean_accuracy` of the poisoned model, its `asr` and `asr_over_correct`, the `clean_drop` from the
-audited model's accuracy, `clean_model_asr` (the trigger on the audited model: what it does without a
-backdoor), `seconds`. See docs/audits.md.
+and is kept as a checkpoint beside the run, so a resumed audit does not train it again. The last
+`HELDOUT` test images are the defender's clean held-out set (a run-time detector fits and sets its
+threshold there) and are never measured.
+
+Metrics: `clean_accuracy` of the poisoned model, its `asr` and `asr_over_correct`, the `clean_drop` from
+the audited model's accuracy, `clean_model_asr` (the trigger on the audited model: what it does without
+a backdoor), `seconds`; per run-time detector D (family `backdoor-input`) `D_auroc`, `D_tpr`, `D_fpr`
+on clean test images the model gets right against triggered ones it sends to the target; per
+training-set inspector D (family `backdoor-data`) `D_auroc`, `D_poisons_removed`, `D_clean_removed`,
+and the `D_asr_after` / `D_clean_accuracy_after` of a model retrained without what it removed (kept as
+a checkpoint too). See docs/audits.md and docs/backdoors.md.
 """
 
 from __future__ import annotations
@@ -19,22 +28,36 @@ import hashlib
 import json
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
+import torch
+from torch import Tensor, nn
+
+from bastion.attacks.poisoning import Poisoned, PoisoningAttack
 from bastion.audit.kinds.base import Scenario, ScenarioKind, ScenarioResult, method_params, register_kind
 from bastion.audit.schema import Entry
 from bastion.audit.target import AuditTarget
-from bastion.core.errors import ConfigError
+from bastion.core.errors import ConfigError, did_you_mean
 from bastion.core.progress import ProgressFn
-from bastion.core.registry import ATTACKS
+from bastion.core.registry import ATTACKS, DEFENSES
 from bastion.core.victim import Victim
-from bastion.report import Card, Section, Table, level_of, pct
+from bastion.report import Card, Figure, Section, Table, format_metric, level_of, pct
 from bastion.report.images import strip
+from bastion.report.plots import roc
 from bastion.store import Artifact, ResultRow
 
-__all__ = ["METRICS", "BackdoorKind"]
+__all__ = ["HELDOUT", "METRICS", "BackdoorKind", "BackdoorSettings", "unknown_detector"]
 
 METRICS = ("clean_accuracy", "asr", "asr_over_correct", "clean_drop", "clean_model_asr", "seconds")
+DETECTOR_FAMILIES = ("backdoor-input", "backdoor-data")
+HELDOUT = 200  # the last test images: the defender's clean held-out set
+
+
+@dataclass(frozen=True)
+class BackdoorSettings:
+    params: dict[str, Any]
+    detectors: tuple[str, ...] = ()
 
 
 @register_kind
@@ -42,13 +65,23 @@ class BackdoorKind(ScenarioKind):
     name = "backdoor"
     method_field = "attack"
     registry = ATTACKS
-    fields = ("params",)
+    fields = ("params", "detectors")
     title = "Backdoors"
 
     def settings(self, entry: Entry, method: str) -> list[tuple[str, Any]]:
-        return method_params(entry, ATTACKS.get(method))
+        ((_, checked),) = method_params(entry, ATTACKS.get(method))
+        detectors = entry.strings("detectors")
+        for name in detectors:
+            if problem := unknown_detector(name):
+                raise entry.error("detectors", problem)
+        return [("", BackdoorSettings(params=checked.params, detectors=detectors))]
 
     def check(self, scenario: Scenario, target: AuditTarget) -> None:
+        if target.dataset.x_test.shape[0] <= HELDOUT:
+            raise ConfigError(
+                f"scenario {scenario.key!r} needs more than {HELDOUT} test images (the last {HELDOUT} are the "
+                f"defender's held-out set); {target.data} has {target.dataset.x_test.shape[0]}"
+            )
         if target.trainer is None:
             raise ConfigError(
                 f"scenario {scenario.key!r} trains a poisoned copy of the model, and {target.model_name} cannot be "
@@ -57,14 +90,17 @@ class BackdoorKind(ScenarioKind):
 
     def run(self, scenario: Scenario, target: AuditTarget, *, seed: int, progress: ProgressFn | None) -> ScenarioResult:
         start = time.perf_counter()
-        attack = ATTACKS.get(scenario.method)(seed=seed, **scenario.settings.params)
+        st: BackdoorSettings = scenario.settings
+        attack = ATTACKS.get(scenario.method)(seed=seed, **st.params)
         k = target.victim.num_classes
         x_train, y_train = target.members(target.n_members)
         poisoned = attack.poison(x_train, y_train, k)
         key = _model_key(target, scenario, seed)
-        model = target.train_fresh(poisoned.x, poisoned.y, seed=seed, progress=progress, cache_key=key)
-        victim = Victim(model, input_shape=target.victim.input_shape, num_classes=k, device=target.victim.device)
-        x, y = target.test(scenario.n)
+        victim = self._victim(
+            target, target.train_fresh(poisoned.x, poisoned.y, seed=seed, progress=progress, cache_key=key)
+        )
+        n_test = target.dataset.x_test.shape[0]
+        x, y = target.test(min(scenario.n, n_test - HELDOUT))
         result = attack.evaluate(victim, x, y, poisoned, seconds=time.perf_counter() - start)
         on_clean = attack.evaluate(target.victim, x, y, poisoned, seconds=0.0)
         record = result.to_dict()
@@ -73,12 +109,65 @@ class BackdoorKind(ScenarioKind):
         metrics = {k_: record[k_] for k_ in ("clean_accuracy", "asr", "asr_over_correct", "seconds")}
         metrics["clean_drop"] = on_clean.clean_accuracy - result.clean_accuracy
         metrics["clean_model_asr"] = on_clean.asr
+        record["detectors"] = {}
+        for name in st.detectors:
+            found = self._detect(name, attack, victim, target, poisoned, x, y, seed=seed, key=key, progress=progress)
+            record["detectors"][name] = found
+            metrics.update({f"{name}_{m}": v for m, v in found["metrics"].items()})
+        metrics["seconds"] = time.perf_counter() - start
+        record["seconds"] = metrics["seconds"]
         shown = poisoned.index[:4]
         images = [img for i in shown for img in (x_train[i], poisoned.x[i])]
         labels = attack.target_labels(y_train[shown], k).tolist()
         caption = f"clean | poisoned training image, in pairs; labelled {labels}"
         artifact = Artifact(name="poisoned.png", mime="image/png", data=strip(images), caption=caption)
-        return ScenarioResult(metrics=metrics, record=record, seconds=result.seconds, artifacts=[artifact])
+        return ScenarioResult(metrics=metrics, record=record, seconds=metrics["seconds"], artifacts=[artifact])
+
+    @staticmethod
+    def _victim(target: AuditTarget, model: nn.Module) -> Victim:
+        v = target.victim
+        return Victim(model, input_shape=v.input_shape, num_classes=v.num_classes, device=v.device)
+
+    def _detect(
+        self,
+        name: str,
+        attack: PoisoningAttack,
+        victim: Victim,
+        target: AuditTarget,
+        poisoned: Poisoned,
+        x: Tensor,
+        y: Tensor,
+        *,
+        seed: int,
+        key: str,
+        progress: ProgressFn | None,
+    ) -> dict[str, Any]:
+        """One detector on the poisoned model: its record, with the metrics the scenario stores."""
+        detector = DEFENSES.get(name)(seed=seed)
+        if detector.family == "backdoor-input":
+            clean, triggered = attack.screening_sets(victim, x, y)
+            x_h, y_h = target.dataset.x_test[-HELDOUT:], target.dataset.y_test[-HELDOUT:]
+            d = detector.run(victim, clean, triggered, x_fit=x_h, y_fit=y_h).to_dict()
+            metrics = {"auroc": d["auroc"], "tpr": d["extra"]["tpr"], "fpr": d["extra"]["fpr"]}
+        else:
+            flags = torch.zeros(poisoned.y.numel(), dtype=torch.bool)
+            flags[poisoned.index] = True
+            d = detector.run(victim, poisoned.x, poisoned.y, flags).to_dict()
+            keep = torch.ones_like(flags)
+            keep[d["extra"]["removed"]] = False
+            cleaned = target.train_fresh(
+                poisoned.x[keep], poisoned.y[keep], seed=seed, progress=progress, cache_key=f"{key}-{name}"
+            )
+            after = attack.evaluate(self._victim(target, cleaned), x, y, poisoned, seconds=0.0)
+            metrics = {
+                "auroc": d["auroc"],
+                "poisons_removed": d["extra"]["poisons_removed"],
+                "clean_removed": d["extra"]["clean_removed"],
+                "asr_after": after.asr,
+                "clean_accuracy_after": after.clean_accuracy,
+            }
+        d.pop("per_sample")
+        return {"family": detector.family, "metrics": metrics, **d}
 
     # --- presentation ----------------------------------------------------------------------------
     def cards(self, results: Sequence[ResultRow]) -> list[Card]:
@@ -95,6 +184,7 @@ class BackdoorKind(ScenarioKind):
                 if asr >= 0.5
                 else "The backdoor did not take hold at this rate."
             )
+            + _detector_sentence(worst)
         )
         return [
             Card(
@@ -109,7 +199,7 @@ class BackdoorKind(ScenarioKind):
         ]
 
     def curves(self, results: Sequence[ResultRow]) -> dict[str, Any]:
-        return {}
+        return {f"{r.key}: {name}": d["roc"] for r in results for name, d in r.record.get("detectors", {}).items()}
 
     def section(self, results: Sequence[ResultRow], curves: dict[str, Any]) -> Section:
         rows = [
@@ -136,16 +226,80 @@ class BackdoorKind(ScenarioKind):
             "model, the trigger alone (no backdoor) should do little. Drop: clean accuracy lost to the poison, in "
             "points.",
         )
+        tables = [table]
+        detector_rows = [
+            [
+                r.key,
+                name,
+                "inputs" if d["family"] == "backdoor-input" else "training set",
+                format_metric("auroc", d["metrics"]["auroc"]),
+                *(
+                    [pct(d["metrics"]["tpr"]), pct(d["metrics"]["fpr"]), "-", "-", "-"]
+                    if d["family"] == "backdoor-input"
+                    else [
+                        "-",
+                        "-",
+                        pct(d["metrics"]["poisons_removed"]),
+                        pct(d["metrics"]["clean_removed"]),
+                        pct(d["metrics"]["asr_after"]),
+                    ]
+                ),
+                f"{d['seconds']:.1f}",
+            ]
+            for r in results
+            for name, d in r.record.get("detectors", {}).items()
+        ]
+        figures = []
+        if detector_rows:
+            columns = ["scenario", "detector", "screens", "AUROC", "TPR", "FPR", "poisons removed", "clean removed"]
+            tables.append(
+                Table(
+                    [*columns, "ASR after retraining", "seconds"],
+                    detector_rows,
+                    [False, False, False] + [True] * 7,
+                    caption="Run-time detectors screen clean test images the model gets right against triggered ones "
+                    "it sends to the target, at the threshold each sets on held-out clean images (TPR: triggered "
+                    "inputs caught; FPR: clean inputs rejected). Training-set inspectors score every training "
+                    "image; a model is retrained without what they remove.",
+                )
+            )
+            figures.append(
+                Figure(
+                    "backdoor-roc",
+                    "Backdoor detectors' ROC",
+                    "Triggered inputs or poisoned training images caught (TPR) against clean ones flagged (FPR).",
+                    roc({k: (c["fpr"], c["tpr"]) for k, c in curves.items()}, log=False),
+                )
+            )
         return Section(
             id="backdoor",
             title="Backdoors",
             intro="What can an attacker who edits part of the training set do? Each attack poisons the training "
             "images the audited model learned from, a model is trained on them with the same recipe, and its "
-            "clean accuracy and the trigger's success rate are measured on the test images.",
-            tables=[table],
-            figures=[],
+            "clean accuracy and the trigger's success rate are measured on the test images; the detectors a "
+            "scenario names then screen the poisoned model's inputs or its training set.",
+            tables=tables,
+            figures=figures,
             gallery_note="Training images before and after poisoning, in pairs.",
         )
+
+
+def unknown_detector(name: str) -> str | None:
+    """Why `name` is not a backdoor detector, or None when it is one."""
+    known = [n for f in DETECTOR_FAMILIES for n in DEFENSES.names(f)]
+    if name in known:
+        return None
+    hint = did_you_mean(name, known) or f" The detectors are {', '.join(known)}."
+    return f"unknown backdoor detector {name!r}.{hint}"
+
+
+def _detector_sentence(r: ResultRow) -> str:
+    """What the scenario's detectors made of the backdoor, in a sentence ("" without detectors)."""
+    found = r.record.get("detectors", {})
+    if not found:
+        return ""
+    best = max(found, key=lambda name: found[name]["metrics"]["auroc"])
+    return f" The best detector, {best}, separates its evidence with AUROC {found[best]['metrics']['auroc']:.3f}."
 
 
 def _points(drop: float) -> str:
