@@ -205,7 +205,7 @@ scenarios:
     name: badnets-10pct
     n: 200
     params: {rate: 0.1, target: 3}
-    detectors: [strip]
+    detectors: [strip, ntd]
 """
 
 
@@ -228,6 +228,7 @@ def test_a_backdoor_scenario_keeps_its_model_and_reports(tmp_path: Path, monkeyp
     strip = result.record["detectors"]["strip"]
     assert strip["family"] == "backdoor-input" and m["strip_auroc"] == strip["auroc"] >= 0.9
     assert 'id="backdoor-roc"' in html and "badnets-10pct: strip" in html
+    assert result.record["detectors"]["ntd"]["extra"]["forwards_per_input"] == 2 and 0 <= m["ntd_auroc"] <= 1
 
     def no_training(*args: object, **kwargs: object) -> None:
         raise AssertionError("the kept model must be read back, not trained again")
@@ -242,4 +243,4 @@ def test_a_backdoor_scenario_keeps_its_model_and_reports(tmp_path: Path, monkeyp
     with pytest.raises(ConfigError, match="cannot be retrained"):
         KINDS.get("backdoor").check(scenario, replace(target, trainer=None))
     with pytest.raises(ConfigError, match=r"line 6: unknown backdoor detector 'stirp'. Did you mean \"strip\"\?"):
-        parse_plan(BACKDOOR_PLAN.replace("[strip]", "[stirp]"))
+        parse_plan(BACKDOOR_PLAN.replace("[strip, ntd]", "[stirp]"))

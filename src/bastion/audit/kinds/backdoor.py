@@ -147,7 +147,8 @@ class BackdoorKind(ScenarioKind):
         if detector.family == "backdoor-input":
             clean, triggered = attack.screening_sets(victim, x, y)
             x_h, y_h = target.dataset.x_test[-HELDOUT:], target.dataset.y_test[-HELDOUT:]
-            d = detector.run(victim, clean, triggered, x_fit=x_h, y_fit=y_h).to_dict()
+            # the audited model, trained on clean data, is the independent model a detector may use (NTD's FE)
+            d = detector.run(victim, clean, triggered, x_fit=x_h, y_fit=y_h, reference=target.victim).to_dict()
             metrics = {"auroc": d["auroc"], "tpr": d["extra"]["tpr"], "fpr": d["extra"]["fpr"]}
         else:
             flags = torch.zeros(poisoned.y.numel(), dtype=torch.bool)

@@ -2,6 +2,7 @@
 inspectors (family `backdoor-data`), one class per file; see `base.py`."""
 
 from bastion.defenses.detect.backdoor.base import DataInspector, InputDetector
+from bastion.defenses.detect.backdoor.ntd import NTD
 from bastion.defenses.detect.backdoor.strip import STRIP
 
-__all__ = ["STRIP", "DataInspector", "InputDetector"]
+__all__ = ["NTD", "STRIP", "DataInspector", "InputDetector"]

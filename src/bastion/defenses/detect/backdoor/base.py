@@ -58,13 +58,18 @@ class InputDetector(ABC):
         """Model forward passes spent screening one input."""
         return 1
 
-    def _fit(self, victim: Victim, x: Tensor, y: Tensor, gen: torch.Generator) -> Any:
-        """What the detector learns from the defender's clean held-out images (nothing, by default)."""
+    def _fit(self, victim: Victim, x: Tensor, y: Tensor, gen: torch.Generator, reference: Victim | None) -> Any:
+        """What the detector learns from the defender's clean held-out images (nothing, by default);
+        `reference` is the independent model `run` was given, if any."""
         return None
 
     @abstractmethod
     def _score(self, victim: Victim, x: Tensor, state: Any, gen: torch.Generator) -> Tensor:
         """Scores (N,) for inputs (N, C, H, W), higher = more likely triggered."""
+
+    def _records(self, state: Any) -> dict[str, Any]:
+        """Method-specific records of a fitted detector (plain JSON types) for the result's `extra`."""
+        return {}
 
     def _threshold(self, victim: Victim, x: Tensor, y: Tensor, state: Any, gen: torch.Generator) -> float:
         """The score above which an input is flagged, from the clean held-out images: by default the
@@ -73,17 +78,26 @@ class InputDetector(ABC):
 
     @final
     def run(
-        self, victim: Victim, x_clean: Tensor, x_triggered: Tensor, *, x_fit: Tensor, y_fit: Tensor
+        self,
+        victim: Victim,
+        x_clean: Tensor,
+        x_triggered: Tensor,
+        *,
+        x_fit: Tensor,
+        y_fit: Tensor,
+        reference: Victim | None = None,
     ) -> DetectionResult:
         """Fit on the held-out clean images (x_fit, y_fit), set the threshold there, and score the clean
-        images `x_clean` (negatives) and the triggered images `x_triggered` (positives)."""
+        images `x_clean` (negatives) and the triggered images `x_triggered` (positives). `reference`
+        is a model independent of the one screened (trained on other data; NTD's feature extractor),
+        for detectors that use one."""
         for x in (x_clean, x_triggered, x_fit):
             victim.check_input(x)
         if x_fit.shape[0] < 2 or y_fit.shape != (x_fit.shape[0],):
             raise DataError(f"{self.name}: the held-out clean set needs at least 2 images, each with a label")
         start = time.perf_counter()
         gen = make_generator(self.seed)
-        state = self._fit(victim, x_fit, y_fit, gen)
+        state = self._fit(victim, x_fit, y_fit, gen, reference)
         threshold = self._threshold(victim, x_fit, y_fit, state, gen)
         scores = torch.cat([self._score(victim, x_clean, state, gen), self._score(victim, x_triggered, state, gen)])
         scores = scores.double().cpu()
@@ -104,6 +118,7 @@ class InputDetector(ABC):
                 "fpr": float(flagged[~positive].float().mean()) if bool((~positive).any()) else None,
                 "n_fit": int(x_fit.shape[0]),
                 "forwards_per_input": self.forwards_per_input(),
+                **self._records(state),
             },
         )
 

@@ -49,7 +49,7 @@ class STRIP(InputDetector):
     def forwards_per_input(self) -> int:
         return self.n
 
-    def _fit(self, victim: Victim, x: Tensor, y: Tensor, gen: torch.Generator) -> Any:
+    def _fit(self, victim: Victim, x: Tensor, y: Tensor, gen: torch.Generator, reference: Victim | None) -> Any:
         return x
 
     def _score(self, victim: Victim, x: Tensor, state: Any, gen: torch.Generator) -> Tensor:
