@@ -21,6 +21,8 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+import torch
+
 from bastion.audit.kinds.base import Scenario, ScenarioKind, ScenarioResult, method_params, register_kind
 from bastion.audit.schema import Entry
 from bastion.audit.target import AuditTarget
@@ -62,7 +64,9 @@ class BackdoorKind(ScenarioKind):
         x_train, y_train = target.members(target.n_members)
         poisoned = attack.poison(x_train, y_train, k)
         key = _model_key(target, scenario, seed)
-        model = target.train_fresh(poisoned.x, poisoned.y, seed=seed, progress=progress, cache_key=key)
+        model = target.train_fresh(
+            poisoned.x, poisoned.y, seed=seed, progress=progress, cache_key=key, batch=poisoned.batch
+        )
         victim = Victim(model, input_shape=target.victim.input_shape, num_classes=k, device=target.victim.device)
         x, y = target.test(scenario.n)
         result = attack.evaluate(victim, x, y, poisoned, seconds=time.perf_counter() - start)
@@ -73,8 +77,11 @@ class BackdoorKind(ScenarioKind):
         metrics = {k_: record[k_] for k_ in ("clean_accuracy", "asr", "asr_over_correct", "seconds")}
         metrics["clean_drop"] = on_clean.clean_accuracy - result.clean_accuracy
         metrics["clean_model_asr"] = on_clean.asr
-        shown = poisoned.index[:4]
-        images = [img for i in shown for img in (x_train[i], poisoned.x[i])]
+        shown, edited = poisoned.index[:4], poisoned.x[poisoned.index[:4]]
+        if not shown.numel():  # a training-control attack poisons batches, not the set: show its trigger
+            shown = torch.arange(min(4, y_train.numel()))
+            edited = attack.apply_trigger(x_train[shown]).clamp(0, 1)
+        images = [img for i, after in zip(shown, edited, strict=True) for img in (x_train[i], after)]
         labels = attack.target_labels(y_train[shown], k).tolist()
         caption = f"clean | poisoned training image, in pairs; labelled {labels}"
         artifact = Artifact(name="poisoned.png", mime="image/png", data=strip(images), caption=caption)
