@@ -54,6 +54,8 @@ def test_attack_fgsm_l2_targeted_without_checks(digits_checkpoint: Path, tmp_pat
         (["poison", "pgd"], "'pgd' is in the evasion family"),
         (["poison", "badnets", "rate=2"], "rate must be > 0 and < 1"),
         (["poison", "badnets", "--detect", "stirp"], "unknown backdoor detector 'stirp'. Did you mean \"strip\"?"),
+        (["poison", "wanet", "rate=0.4"], "exceed the whole set"),
+        (["poison", "wanet", "poisoning=online"], "poisoning must be"),
     ],
 )
 def test_attack_user_errors(digits_checkpoint: Path, args: list[str], match: str) -> None:

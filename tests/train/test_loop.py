@@ -1,4 +1,6 @@
 import math
+from dataclasses import replace
+from pathlib import Path
 
 import pytest
 import torch
@@ -7,9 +9,10 @@ from torch import nn
 
 from bastion.core import ConfigError, make_generator
 from bastion.data import load_dataset
-from bastion.models import build_model
-from bastion.train import Callback, Hooks, TrainConfig, TrainState, accuracy, fit
+from bastion.models import build_model, load_checkpoint
+from bastion.train import Callback, Hooks, TrainConfig, TrainState, accuracy, fit, train_like
 from bastion.train.augment import augment_batch, random_crop
+from bastion.train.recipes import Standard
 
 
 @pytest.fixture(scope="module")
@@ -207,3 +210,42 @@ def test_a_stopped_epoch_averages_over_the_batches_it_ran(digits: tuple[torch.Te
     )  # fmt: skip
     (record,) = history.epochs
     assert len(losses) == 2 and math.isclose(record.train_loss, sum(losses) / 2, rel_tol=1e-6)
+
+
+def test_a_batch_edit_runs_on_each_batch_as_drawn_before_augmentation(digits: tuple[torch.Tensor, ...]) -> None:
+    x, y, *_ = digits
+    drawn: list[torch.Tensor] = []
+    trained: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+    def edit(xb: torch.Tensor, yb: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        drawn.append(yb.clone())
+        return torch.ones_like(xb), torch.full_like(yb, 7)  # every image white, every label 7
+
+    class Seen(Callback):
+        def on_step_end(self, state: TrainState, xb: torch.Tensor, yb: torch.Tensor) -> None:
+            trained.append((xb.clone(), yb.clone()))
+
+    model = new_mlp()
+    fit(model, x[:200], y[:200], TrainConfig(epochs=1, batch_size=64, augment="shift"),
+        hooks=Hooks(batch=edit, callbacks=[Seen()]))  # fmt: skip
+    assert [len(b) for b in drawn] == [64, 64, 64, 8]
+    assert torch.equal(torch.cat(drawn).sort().values, y[:200].sort().values)  # each image once, labels as stored
+    assert all(bool((yb == 7).all()) for _, yb in trained)  # training sees the edited labels ...
+    shifted = torch.cat([xb for xb, _ in trained])
+    assert float(shifted.max()) == 1.0 and bool((shifted == 0).any())  # ... and the edit, then shifted
+
+
+def test_train_like_passes_a_batch_edit_and_refuses_a_second(monkeypatch: pytest.MonkeyPatch) -> None:
+    _, meta = load_checkpoint(Path(__file__).resolve().parents[1] / "fixtures" / "small_cnn-digits.safetensors")
+    x, y = torch.rand(40, 1, 8, 8), torch.arange(40) % 10
+    calls: list[int] = []
+
+    def edit(xb: torch.Tensor, yb: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        calls.append(xb.shape[0])
+        return xb, yb
+
+    train_like(replace(meta, recipe={**meta.recipe, "epochs": 1}), x, y, seed=0, batch=edit)
+    assert sum(calls) == 40
+    monkeypatch.setattr(Standard, "hooks", lambda self, cfg, shape: Hooks(batch=edit))
+    with pytest.raises(ConfigError, match="edits the training batches itself"):
+        train_like(meta, x, y, seed=0, batch=edit)

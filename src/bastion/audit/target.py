@@ -14,6 +14,7 @@ from bastion.core.progress import ProgressFn
 from bastion.core.victim import Victim
 from bastion.data import Dataset
 from bastion.models import CheckpointMeta, load_checkpoint, save_checkpoint
+from bastion.train import BatchFn
 
 __all__ = ["AuditTarget", "Trainer"]
 
@@ -37,8 +38,9 @@ class AuditTarget:
         members_assumed: True when nobody recorded what the model trained on (a user's own model): the
             training split is then assumed, and the membership scenarios say so.
         trainer: trains a fresh model with the model's own architecture and recipe,
-            `trainer(x, y, seed=..., progress=...) -> nn.Module` (shadow models, retraining); None when
-            the model cannot be rebuilt.
+            `trainer(x, y, seed=..., progress=...) -> nn.Module` (shadow models, retraining), and
+            `batch=` a per-batch edit of the training data where one is given (`train_fresh`); None
+            when the model cannot be rebuilt.
         ood_data: a second data set of the same image shape, used as one more OOD set.
         ood_name: its spec as given (`cifar100:/data`).
         model_dir: where the models an audit trains are kept as checkpoints (the runner sets it per run);
@@ -74,9 +76,19 @@ class AuditTarget:
         return total if self.train_n is None else min(self.train_n, total)
 
     def train_fresh(
-        self, x: Tensor, y: Tensor, *, seed: int, progress: ProgressFn | None = None, cache_key: str | None = None
+        self,
+        x: Tensor,
+        y: Tensor,
+        *,
+        seed: int,
+        progress: ProgressFn | None = None,
+        cache_key: str | None = None,
+        batch: BatchFn | None = None,
     ) -> nn.Module:
         """A fresh model trained on (x, y) with the audited model's architecture and recipe, in eval mode.
+
+        `batch` edits every training batch as it is drawn (`bastion.train.Hooks.batch`): how a
+        training-control attack (WaNet) poisons training afresh each step.
 
         With a `cache_key` and a `model_dir`, the model is kept there as `cache_key.safetensors` and read
         back instead of trained again (a resumed audit); the key must name everything that shapes it.
@@ -87,7 +99,8 @@ class AuditTarget:
         if path is not None and path.is_file():
             model, _ = load_checkpoint(path, device=self.victim.device)
             return model
-        model = self.trainer(x, y, seed=seed, progress=progress)
+        extra = {} if batch is None else {"batch": batch}
+        model = self.trainer(x, y, seed=seed, progress=progress, **extra)
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
             save_checkpoint(path, model, CheckpointMeta.from_dict(self.model_meta, source=self.model_name))

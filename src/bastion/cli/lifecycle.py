@@ -266,10 +266,12 @@ def poison(
     settings = BackdoorSettings(params=kwargs, detectors=detectors)
     rows = _run("backdoor", [Scenario(name, "backdoor", name, n, settings)], target, seed, quiet)
     record = rows[0]["record"]
-    header = (
-        f"[bold]backdoor[/bold] on {target.model_name}: {record['n_poisoned']} of {record['n_train']} training "
-        f"images poisoned, {record['n_test']} test images"
+    poisoned = (
+        f"{record['n_poisoned']} of {record['n_train']} training images poisoned"
+        if record["n_poisoned"]
+        else f"every batch of the {record['n_train']} training images poisoned as it trains"  # training control
     )
+    header = f"[bold]backdoor[/bold] on {target.model_name}: {poisoned}, {record['n_test']} test images"
     columns = ["clean_accuracy", "clean_drop", "asr", "asr_over_correct", "clean_model_asr"]
     blocks = [(columns, [(name, rows[0]["metrics"])])]
     for d, found in record["detectors"].items():

@@ -1,6 +1,9 @@
 """The one training loop. Adversarial, poisoned or surrogate training are this loop with other hooks.
 
 Hooks:
+    batch: a per-batch data edit `(x, y, gen) -> (x, y)` on the batch as drawn, before augmentation:
+        it may change images and labels (a training-control attack poisons every batch afresh, WaNet);
+        `x_clean` below is its output, augmented.
     transform: a per-batch input transform `(model, x, y, gen, progress) -> x` (PGD for adversarial
         training, a trigger for poisoning), `progress` the fraction of training done, in [0, 1); it
         runs after augmentation and may switch the model's mode, which the loop puts back to train
@@ -35,8 +38,19 @@ from bastion.core.progress import ProgressFn, report
 from bastion.core.random import make_generator
 from bastion.train.augment import Augment, augment_batch
 
-__all__ = ["Callback", "EpochRecord", "Hooks", "TrainConfig", "TrainHistory", "TrainState", "accuracy", "fit"]
+__all__ = [
+    "BatchFn",
+    "Callback",
+    "EpochRecord",
+    "Hooks",
+    "TrainConfig",
+    "TrainHistory",
+    "TrainState",
+    "accuracy",
+    "fit",
+]
 
+BatchFn = Callable[[Tensor, Tensor, torch.Generator], tuple[Tensor, Tensor]]
 InputTransform = Callable[[nn.Module, Tensor, Tensor, torch.Generator, float], Tensor]
 LossFn = Callable[[nn.Module, Tensor, Tensor], Tensor]
 PairLossFn = Callable[[nn.Module, Tensor, Tensor, Tensor, torch.Generator], Tensor]
@@ -101,6 +115,7 @@ class Hooks:
     loss: LossFn | None = None
     pair_loss: PairLossFn | None = None
     callbacks: Sequence[Callback] = ()
+    batch: BatchFn | None = None
 
     def __post_init__(self) -> None:
         if self.loss is not None and self.pair_loss is not None:
@@ -210,7 +225,10 @@ def fit(
         order = torch.randperm(n, generator=gen, device=device)
         for s in batch_slices(n, cfg.batch_size):
             idx = order[s]
-            x_clean, y = augment_batch(x_train[idx], cfg.augment, gen), y_train[idx]
+            x_raw, y = x_train[idx], y_train[idx]
+            if hooks.batch is not None:
+                x_raw, y = hooks.batch(x_raw, y, gen)
+            x_clean = augment_batch(x_raw, cfg.augment, gen)
             x = x_clean
             if hooks.transform is not None:
                 x = hooks.transform(model, x_clean, y, gen, state.step / total).detach()

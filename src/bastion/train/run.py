@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, fields
+from dataclasses import asdict, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +18,7 @@ from bastion.data import Dataset, load_dataset
 from bastion.models import build_model
 from bastion.models.checkpoint import CheckpointMeta, save_checkpoint
 from bastion.models.external import ExternalModel, load_external
-from bastion.train.loop import TrainConfig, TrainHistory, accuracy, fit
+from bastion.train.loop import BatchFn, TrainConfig, TrainHistory, accuracy, fit
 from bastion.train.recipes import Recipe
 
 __all__ = ["TrainOutcome", "train_checkpoint", "train_like"]
@@ -133,12 +133,14 @@ def train_like(
     seed: int,
     device: str | None = None,
     progress: ProgressFn | None = None,
+    batch: BatchFn | None = None,
 ) -> nn.Module:
     """A fresh model like the one `meta` describes (same architecture, recipe and optimisation settings),
     trained on (x, y) from new weights seeded by `seed`; returned in eval mode.
 
     Shadow models, retraining without suspect samples and poisoned training all go through here, so
-    they train the way the audited model was trained.
+    they train the way the audited model was trained. `batch` edits every batch before the recipe sees
+    it (a training-control attack such as WaNet poisons each batch afresh; see `Hooks`).
     """
     rec_cls = RECIPES.get(meta.recipe.get("name", "standard"))
     own = {f.name for f, _, _ in param_fields(rec_cls)}
@@ -148,5 +150,10 @@ def train_like(
     dev = resolve_device(device)
     seed_everything(seed)
     net = meta.build().to(dev)
-    fit(net, x, y, cfg, hooks=rec.hooks(cfg, meta.input_shape), progress=progress)
+    hooks = rec.hooks(cfg, meta.input_shape)
+    if batch is not None:
+        if hooks.batch is not None:
+            raise ConfigError(f"recipe {rec.name!r} edits the training batches itself; it takes no second batch edit")
+        hooks = replace(hooks, batch=batch)
+    fit(net, x, y, cfg, hooks=hooks, progress=progress)
     return net.eval()

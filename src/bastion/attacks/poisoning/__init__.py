@@ -3,5 +3,6 @@
 from bastion.attacks.poisoning.badnets import BadNets
 from bastion.attacks.poisoning.base import Poisoned, PoisoningAttack
 from bastion.attacks.poisoning.blend import Blend
+from bastion.attacks.poisoning.wanet import WaNet
 
-__all__ = ["BadNets", "Blend", "Poisoned", "PoisoningAttack"]
+__all__ = ["BadNets", "Blend", "Poisoned", "PoisoningAttack", "WaNet"]

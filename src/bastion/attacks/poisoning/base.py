@@ -7,13 +7,17 @@ training-time augmentation, and clipped to [0, 1]. The rate counts poisoned imag
 training set. The poisoned images are drawn, seeded and without replacement, from the classes other
 than the target (all-to-one), so that every poisoned image teaches the backdoor; the toolbox
 references draw from every class (`include_target_class=True` does so).
+
+A training-control attack (WaNet's threat model: the attacker runs the training code) poisons no
+image for good: `poison` hands training a per-batch edit instead (`Poisoned.batch`), which the
+trainer applies to every batch it draws (`AuditTarget.train_fresh(..., batch=...)`).
 """
 
 from __future__ import annotations
 
 import time
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import ClassVar, Literal
 
 import torch
@@ -26,17 +30,32 @@ from bastion.core.random import make_generator
 from bastion.core.results import PoisonResult
 from bastion.core.threat import Access
 from bastion.core.victim import Victim
+from bastion.train import BatchFn
 
 __all__ = ["Poisoned", "PoisoningAttack"]
 
 
 @dataclass(frozen=True)
 class Poisoned:
-    """A poisoned training set: images (N, C, H, W), labels (N,) and which of them were poisoned."""
+    """A poisoned training set: what the victim trains on.
+
+    Attributes:
+        x: the images (N, C, H, W).
+        y: their labels (N,).
+        index: the images poisoned for good, carrying the trigger and the backdoor's label (P,),
+            ascending. Empty for a training-control attack: it leaves (x, y) as they were and poisons
+            fresh images of every training batch through `batch` instead.
+        cover: images edited but left with their true label (Q,), ascending: WaNet's noise samples;
+            empty for most attacks.
+        batch: the per-batch edit that training must apply (`bastion.train.Hooks.batch`): a
+            training-control attack's poison; None for an attack that poisons the set itself.
+    """
 
     x: Tensor
     y: Tensor
-    index: Tensor  # (P,) positions in the training set, ascending
+    index: Tensor
+    cover: Tensor = field(default_factory=lambda: torch.zeros(0, dtype=torch.long))
+    batch: BatchFn | None = None
 
 
 @dataclass(frozen=True, kw_only=True)

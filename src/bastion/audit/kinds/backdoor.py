@@ -97,7 +97,10 @@ class BackdoorKind(ScenarioKind):
         poisoned = attack.poison(x_train, y_train, k)
         key = _model_key(target, scenario, seed)
         victim = self._victim(
-            target, target.train_fresh(poisoned.x, poisoned.y, seed=seed, progress=progress, cache_key=key)
+            target,
+            target.train_fresh(
+                poisoned.x, poisoned.y, seed=seed, progress=progress, cache_key=key, batch=poisoned.batch
+            ),
         )
         n_test = target.dataset.x_test.shape[0]
         x, y = target.test(min(scenario.n, n_test - HELDOUT))
@@ -116,8 +119,11 @@ class BackdoorKind(ScenarioKind):
             metrics.update({f"{name}_{m}": v for m, v in found["metrics"].items()})
         metrics["seconds"] = time.perf_counter() - start
         record["seconds"] = metrics["seconds"]
-        shown = poisoned.index[:4]
-        images = [img for i in shown for img in (x_train[i], poisoned.x[i])]
+        shown, edited = poisoned.index[:4], poisoned.x[poisoned.index[:4]]
+        if not shown.numel():  # a training-control attack poisons batches, not the set: show its trigger
+            shown = torch.arange(min(4, y_train.numel()))
+            edited = attack.apply_trigger(x_train[shown]).clamp(0, 1)
+        images = [img for i, after in zip(shown, edited, strict=True) for img in (x_train[i], after)]
         labels = attack.target_labels(y_train[shown], k).tolist()
         caption = f"clean | poisoned training image, in pairs; labelled {labels}"
         artifact = Artifact(name="poisoned.png", mime="image/png", data=strip(images), caption=caption)
@@ -157,7 +163,12 @@ class BackdoorKind(ScenarioKind):
             keep = torch.ones_like(flags)
             keep[d["extra"]["removed"]] = False
             cleaned = target.train_fresh(
-                poisoned.x[keep], poisoned.y[keep], seed=seed, progress=progress, cache_key=f"{key}-{name}"
+                poisoned.x[keep],
+                poisoned.y[keep],
+                seed=seed,
+                progress=progress,
+                cache_key=f"{key}-{name}",
+                batch=poisoned.batch,
             )
             after = attack.evaluate(self._victim(target, cleaned), x, y, poisoned, seconds=0.0)
             metrics = {
