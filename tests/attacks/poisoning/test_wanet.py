@@ -16,7 +16,8 @@ from torch import Tensor, nn
 
 from bastion.attacks.poisoning import WaNet
 from bastion.attacks.poisoning.wanet import identity_grid, warp
-from bastion.audit.kinds import KINDS, MethodParams, Scenario
+from bastion.audit.kinds import KINDS, Scenario
+from bastion.audit.kinds.backdoor import BackdoorSettings
 from bastion.cli._target import audit_target
 from bastion.core import ConfigError, DataError, Victim, make_generator
 
@@ -167,11 +168,16 @@ def test_wanet_train_control_on_mnist5k_takes_hold(tmp_path: Path) -> None:
     # Seeds 1-5 gave 96.9, 14.0, 99.2, 92.9, 99.3%: 12 epochs do not always suffice (docs/backdoors.md).
     target = replace(audit_target(checkpoint=FIXTURES / "small_cnn-mnist5k.safetensors"), model_dir=tmp_path)
     kind = KINDS.get("backdoor")
-    sc = Scenario("wanet", "backdoor", "wanet", 1000, MethodParams(params={}))
+    sc = Scenario("wanet", "backdoor", "wanet", 1000, BackdoorSettings(params={}, detectors=("strip", "ntd")))
     result = kind.run(sc, target, seed=0, progress=None)
     m, record = result.metrics, result.record
     assert m["asr"] >= 0.9 and m["clean_drop"] <= 0.02, m
     assert m["clean_model_asr"] <= 0.15, m
     assert record["n_poisoned"] == 0 and record["extra"]["poisoning"] == "train-control"
     assert record["extra"]["asr_reference_style"] >= m["asr"] - 0.01 and record["extra"]["noise_accuracy"] >= 0.9
+    # WaNet's claim against STRIP (its paper, Fig. 6): the warp does not keep blends confident, so STRIP ranks
+    # warped inputs no better than chance (measured AUROC 0.30 at n = 50), while NTD, which compares features
+    # in a clean model, still finds them (0.998)
+    assert m["strip_auroc"] <= 0.6 and m["strip_tpr"] <= 0.2, m
+    assert m["ntd_auroc"] >= 0.9 and m["ntd_tpr"] >= 0.5, m
     assert [a.name for a in result.artifacts] == ["poisoned.png"]  # the trigger shown on training images
