@@ -25,7 +25,7 @@ from bastion.core.params import param
 from bastion.core.progress import report
 from bastion.core.threat import Access, Norm
 
-__all__ = ["CGBAFamily", "Run", "low_frequency", "rotate"]
+__all__ = ["CGBAFamily", "Run", "low_frequency", "rotate", "subspace_factor"]
 
 # The reference's constants (Farhamdur/CGBA proposed_attack.py), not hyperparameters of the paper.
 MAX_BISECTION = 100  # straight-segment bisection steps
@@ -33,6 +33,20 @@ MAX_ARC_BISECTION = 101  # semicircle bisection steps (the reference stops once 
 # Elements of one estimation query: above this the rows go to the oracle in several queries (memory only).
 _MAX_QUERY_ELEMENTS = 2**25
 _PHASES = ("init", "estimate", "search", "final")  # where queries go, counted apart (`extra["queries_<phase>"]`)
+# The default subspace (`subspace_factor`). The reference's f = 4 (Farhamdur/CGBA `Non_targeted_attack.py`,
+# `dim_reduc_factor = 4`) keeps 56 x 56 of 224 x 224 ImageNet frequencies; on 28 x 28 mnist5k images its 7 x 7
+# block lags HSJA, and a sweep of the block side (7 to 28, benchmarks/cgba.py) found 14 best at 1,000 queries.
+MAX_FACTOR = 4
+MIN_SIDE = 14
+
+
+def subspace_factor(h: int, w: int) -> int:
+    """The default f for H x W inputs: the largest integer f <= 4 that keeps at least 14 frequencies along the
+    shorter side (min(H, W) / f >= 14), and 1, the full space, below 28 pixels.
+
+    28 x 28 and 32 x 32 inputs get f = 2 (14 x 14 and 16 x 16 blocks), 224 x 224 the reference's f = 4.
+    """
+    return max(1, min(MAX_FACTOR, min(h, w) // MIN_SIDE))
 
 
 def low_frequency(z: Tensor, h: int, w: int) -> Tensor:
@@ -95,7 +109,9 @@ class CGBAFamily(EvasionAttack):
     n_iter: int = param(93, ge=1, help="iterations: a normal-vector estimate and one boundary search each")
     n_queries: int = param(20_000, ge=1, help="queries per sample, the start included (max_queries caps it too)")
     n0: int = param(30, ge=1, help="estimation queries at iteration t (from 0): floor(n0 * sqrt(t + 1))")
-    dim_reduction: float = param(4.0, ge=1, help="f: directions live in the top-left (H/f) x (W/f) DCT frequencies")
+    dim_reduction: float | None = param(
+        None, ge=1, help="f: directions live in the top-left (H/f) x (W/f) DCT frequencies; None: by image size"
+    )
     sigma: float = param(4.5e-5, gt=0, help="scale of the estimation probes x_b + sigma * u, in input units")
     tol: float = param(2.3e-5, gt=0, help="a bisection stops once its two ends are closer than this (L2)")
     init_step: float = param(4.5e-3, gt=0, help="untargeted start: try k adds k * init_step * N(0, I) noise")
@@ -130,6 +146,7 @@ class CGBAFamily(EvasionAttack):
         assert isinstance(spent_total, Tensor) and torch.equal(spent_total, oracle.queries)  # every query accounted
         ctx.extra.update({f"queries_{k}": int(v.sum()) for k, v in run.spent.items()})
         ctx.extra["iterations"] = iterations
+        ctx.extra["dim_reduction"] = float(self.factor(*x.shape[2:]))
         return dec.best_x
 
     @abstractmethod
@@ -138,6 +155,10 @@ class CGBAFamily(EvasionAttack):
 
         eta (K, D) is the estimated normal at x_b, pointing into the adversarial side (not normalised).
         """
+
+    def factor(self, h: int, w: int) -> float:
+        """The dimension-reduction factor f used on H x W inputs: `dim_reduction`, else `subspace_factor`'s."""
+        return subspace_factor(h, w) if self.dim_reduction is None else self.dim_reduction
 
     # ---------------------------------------------------------------- queries and budgets
 
@@ -237,7 +258,7 @@ class CGBAFamily(EvasionAttack):
         """
         x, gen = run.x, run.ctx.gen
         m, (c, h, w) = x.shape[0], x.shape[1:]
-        f = self.dim_reduction
+        f = self.factor(h, w)
         bh, bw = (max(int(h / f), 1), max(int(w / f), 1)) if f > 1 else (h, w)
         # drawn for every sample (used or not): a sample's directions do not depend on the others' budgets
         z = torch.randn((m, q, c, bh, bw), generator=gen, device=gen.device).to(x.device)
