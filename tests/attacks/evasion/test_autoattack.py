@@ -2,11 +2,13 @@
 
 import itertools
 
+import pytest
 import torch
 from torch import nn
 
 from bastion.attacks.evasion.apgd import APGDCE
 from bastion.attacks.evasion.autoattack import AutoAttack
+from bastion.attacks.evasion.square import Square
 from bastion.core import ThreatModel, Victim
 from bastion.data import Dataset
 
@@ -29,3 +31,14 @@ def test_stages_compose_and_beat_each_stage_alone(digits_model: nn.Module, digit
     assert result.robust_accuracy <= apgd.robust_accuracy
     assert float((result.x_adv - x).abs().max()) <= 0.08 + 2**-23
     assert torch.equal(result.y_adv, victim.predict(result.x_adv))
+
+
+@pytest.mark.parametrize(("norm", "eps"), [("linf", 0.3), ("l2", 2.0)])
+def test_square_stage_takes_autoattacks_own_settings(norm: str, eps: float) -> None:
+    """fra31/auto-attack `autoattack.py` gives its Square p_init 0.8, 5,000 queries, one restart and the
+    schedule unrescaled for both norms, although Square's own L2 default is the paper's 0.1."""
+    threat = ThreatModel(norm=norm, eps=eps)
+    square = AutoAttack(threat=threat).stages()[-1]
+    assert isinstance(square, Square) and square.threat == threat
+    assert (square.p_init, square.n_queries, square.n_restarts) == (0.8, 5000, 1)
+    assert not square.rescale_schedule and square.loss == "margin"
