@@ -114,6 +114,28 @@ def test_one_pass_over_the_basis_then_stop(basis: str, size: int) -> None:
     assert torch.all(r.queries == 2 * size)
 
 
+class _Downhill(nn.Module):
+    """Class 0 wins by a margin that grows with the pixel sum: on images in [0.5, 1], every `x - epsilon q`
+    probe of the pixel basis lowers its probability (and is never clipped), and none fools the model."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        s = x.flatten(1).sum(1, keepdim=True)
+        return torch.cat([2 + 0.01 * s, torch.zeros(x.shape[0], 9, dtype=x.dtype, device=x.device)], 1)
+
+
+def test_one_query_per_direction_when_every_first_probe_improves() -> None:
+    """The other end of a pass's cost: 1 + K queries, each pixel stepped down by epsilon exactly once per
+    pass, then the attack stops."""
+    victim = Victim(_Downhill(), input_shape=(3, 5, 6))
+    x = 0.5 + 0.5 * torch.rand(4, 3, 5, 6, generator=make_generator(0))
+    y = torch.zeros(4, dtype=torch.long)
+    for passes in (1, 2):
+        attack = SimBA(threat=ThreatModel(norm="l2", eps=10.0), basis="pixel", n_queries=10_000, passes=passes)
+        r = attack.run(victim, x, y)
+        assert torch.all(r.queries == 1 + passes * 3 * 5 * 6) and not bool(r.success.any())
+        assert torch.allclose(r.x_adv, x - 0.2 * passes, atol=1e-6)
+
+
 def test_a_second_pass_only_on_request(digits_victim: Victim, batch: tuple[Tensor, Tensor]) -> None:
     """On images it cannot fool within eps, one pass costs between 1 + K and 1 + 2K queries; `passes=2`
     walks the basis again from where the first pass ended, and only lowers the true class's probability."""
