@@ -10,7 +10,9 @@ Where the peers' semantics differ, and how they are aligned here:
   and the AutoAttack reference attack only the clean-correct ones. Robust accuracy (correct on
   x_adv, over all N) is the same either way; the timings include the difference.
 - torchattacks and Foolbox draw random starts from torch's global generator, ART from NumPy's: the
-  benchmark seeds both before every call, so each peer is reproducible.
+  benchmark seeds both before every call, so each peer is reproducible. Peers that seed themselves
+  (torchattacks' and the reference's Square, bastion) take the seed the benchmark set for that call
+  (`torch.initial_seed()`), so `--seeds` varies every library alike.
 - ART: `batch_size` defaults to 32 (set to the benchmark's batch); `num_random_init=1` is PGD's
   random start (0 means none); `eps_step` is PGD's alpha; `clip_values=(0, 1)` are the bounds; labels
   go in as indices. ART's Square counts `max_iter` iterations after its initial query, and its
@@ -134,7 +136,13 @@ def torchattacks_entries(attack: str, model: nn.Module, s: Settings, optional: b
         return [Entry("torchattacks", f"torchattacks {version('torchattacks')} (its port, optional)", atk)]
     else:
         return []
-    return [Entry("torchattacks", f"torchattacks {version('torchattacks')}", lambda x, y: atk(x, y))]
+
+    def run(x: Tensor, y: Tensor) -> Tensor:
+        if attack == "square":  # it reseeds torch from its own seed on every call
+            atk.seed = torch.initial_seed()
+        return atk(x, y)
+
+    return [Entry("torchattacks", f"torchattacks {version('torchattacks')}", run)]
 
 
 # ---- ART ---------------------------------------------------------------------------------------
@@ -261,7 +269,12 @@ def reference_entries(attack: str, model: nn.Module, s: Settings, optional: bool
             resc_schedule=s.square_rescale,
             device=device,
         )
-        return [Entry("reference", label, lambda x, y: sq.perturb(x, y))]
+
+        def run_square(x: Tensor, y: Tensor) -> Tensor:
+            sq.seed = torch.initial_seed()  # it reseeds torch from its own seed on every call
+            return sq.perturb(x, y)
+
+        return [Entry("reference", label, run_square)]
     if attack != "autoattack":
         return []
     from autoattack import AutoAttack

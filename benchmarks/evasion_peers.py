@@ -13,12 +13,16 @@ and a `pgd-at` one, the first N test images, L-inf eps 0.3:
   the reference's robust accuracy; Square no slower than the reference and >= 3x faster than ART.
 PGD is compared with `early_stop=False` (every sample runs all steps and keeps its last iterate, as
 the peers do); bastion's default (`early_stop=True`) is timed too and reported beside it.
+Square's query count swings with the seed (its windows are random), and time follows it: `--seeds K`
+runs every entry at K seeds and reports the summed seconds, the mean robust accuracy and the model's
+forward rows per image (counted by a forward hook on the shared module, warm-up excluded).
 Every library gets the same nn.Module in eval mode with frozen parameters (as bastion's Victim
 holds it), the same batch, seeds set before each call, one warm-up call before timing. Figures are
 machine-dependent: read the ratios. Peer quirks and how they are aligned: `_peer_adapters.py`.
 
     bash benchmarks/setup_peers.sh
     python benchmarks/evasion_peers.py [--n 500] [--models standard,pgd-at] [--attacks fgsm,pgd,autoattack,square]
+    python benchmarks/evasion_peers.py --attacks square --peers reference --seeds 10
     python benchmarks/evasion_peers.py --quick      # smoke: 20 images, standard model, 100 Square queries
 """
 
@@ -32,6 +36,7 @@ import subprocess
 import sys
 import time
 import traceback
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -83,6 +88,7 @@ def parse_args() -> argparse.Namespace:
         help="map Square's p schedule onto 10,000 queries (reference and bastion default; ART cannot)",
     )
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seeds", type=int, default=1, help="seeds per entry (seed, seed + 1, ...): seconds summed")
     p.add_argument("--device", default="cpu")
     p.add_argument("--ckpt-dir", type=Path, default=HERE / "_peers" / "checkpoints", help="checkpoint cache")
     p.add_argument("--retrain", action="store_true", help="train the checkpoints again even if cached")
@@ -231,7 +237,7 @@ def bastion_entries(attack: str, victim: Victim, s: Settings) -> list[Entry]:
         entry = Entry(key, f"{label} {bastion.__version__}", None)
 
         def run(x: Tensor, y: Tensor, atk: Any = atk, entry: Entry = entry) -> Tensor:
-            result = atk.run(victim, x, y)
+            result = replace(atk, seed=torch.initial_seed()).run(victim, x, y)  # the seed the harness set
             entry.extra = {"robust_accuracy_reported": result.robust_accuracy, **result.extra}
             if result.warnings:
                 entry.extra["warnings"] = list(result.warnings)
@@ -247,22 +253,41 @@ def run_entry(entry: Entry, model: nn.Module, x: Tensor, y: Tensor, args: argpar
     if entry.run is None:
         return row
     w = min(args.warmup_n, x.shape[0])
+    seeds = range(args.seed, args.seed + args.seeds)
+    rows_seen = [0]
+
+    def count(_m: nn.Module, inputs: tuple[Tensor, ...], _out: Tensor) -> None:
+        rows_seen[0] += inputs[0].shape[0]
+
     try:
-        timed(entry.run, x[:w], y[:w], args.seed, 1)  # warm-up
-        x_adv, times = timed(entry.run, x, y, args.seed, args.repeat)
+        timed(entry.run, x[:w], y[:w], args.seed, 1)  # warm-up, not counted
+        hook = model.register_forward_hook(count)
+        try:
+            runs = [timed(entry.run, x, y, seed, args.repeat) for seed in seeds]
+        finally:
+            hook.remove()
     except Exception as e:  # a peer that breaks is reported, the benchmark goes on
         traceback.print_exc(file=sys.stderr)
         row["status"] = f"error: {type(e).__name__}: {e}"
         return row
-    linf = (x_adv - x).abs().flatten(1).amax(1).max().item() if x.shape[0] else 0.0
-    inside = linf <= args.eps + 1e-5 and bool(x_adv.min() >= -1e-6) and bool(x_adv.max() <= 1 + 1e-6)
+    robust, linf, inside = [], 0.0, True
+    for x_adv, _ in runs:
+        robust.append((predict(model, x_adv, args.batch_size) == y).float().mean().item())
+        d = (x_adv - x).abs().flatten(1).amax(1).max().item() if x.shape[0] else 0.0
+        linf = max(linf, d)
+        inside &= d <= args.eps + 1e-5 and bool(x_adv.min() >= -1e-6) and bool(x_adv.max() <= 1 + 1e-6)
+        inside &= not math.isnan(d)
     row.update(
-        robust_accuracy=(predict(model, x_adv, args.batch_size) == y).float().mean().item(),
-        seconds=min(times),
-        seconds_all=[round(t, 4) for t in times],
+        robust_accuracy=sum(robust) / len(robust),
+        seconds=sum(min(times) for _, times in runs),
+        seconds_all=[[round(t, 4) for t in times] for _, times in runs],
         max_linf=round(linf, 6),
+        # forward rows per image per call (the bare model's, for every library; the floor's passes excluded)
+        forward_rows=rows_seen[0] / (x.shape[0] * args.repeat * len(runs)),
     )
-    if not inside or math.isnan(linf):
+    if len(runs) > 1:
+        row["robust_accuracy_by_seed"] = robust
+    if not inside:
         row["status"] = "invalid: x_adv outside the eps-ball or the bounds"
     if entry.extra:
         row["extra"] = entry.extra
@@ -365,20 +390,21 @@ def table(model_name: str, info: dict[str, Any], rows: list[dict[str, Any]], tar
         f"## {model_name}: small_cnn on mnist5k, recipe {info['recipe']}, clean accuracy {info['clean_accuracy']:.1%}"
         f" on {info['n']} images",
         "",
-        "| attack | library | robust acc | seconds | ratio (lib / bastion) | notes |",
-        "|---|---|---:|---:|---:|---|",
+        "| attack | library | robust acc | seconds | ratio (lib / bastion) | forward rows / image | notes |",
+        "|---|---|---:|---:|---:|---:|---|",
     ]
     for r in rows:
         if "seconds" in r and r["status"] == "ok":
             acc = "-" if r.get("robust_accuracy") is None else f"{r['robust_accuracy']:.1%}"
             ratio = "-" if r.get("ratio") is None else f"{r['ratio']:.2f}"
             sec = f"{r['seconds']:.2f}"
+            rows_ = f"{r['forward_rows']:.1f}" if "forward_rows" in r else "-"
         else:  # the JSON keeps the whole message
             status = r["status"]
             acc = "not installed" if status.startswith("not installed") else status[:60]
-            sec, ratio = "-", "-"
+            sec, ratio, rows_ = "-", "-", "-"
         notes = "; ".join(n for n in (r.get("notes", ""), _stages(r.get("extra", {}))) if n)
-        lines.append(f"| {r['attack']} | {r['library']} | {acc} | {sec} | {ratio} | {notes} |")
+        lines.append(f"| {r['attack']} | {r['library']} | {acc} | {sec} | {ratio} | {rows_} | {notes} |")
     if targets:
         lines += ["", "| attack | target | met | numbers |", "|---|---|---|---|"]
         for t in targets:
@@ -415,7 +441,14 @@ def main() -> None:
         "benchmark": "evasion_peers",
         "provenance": provenance(),
         "peers": peers,
-        "settings": {**vars(s), "n": args.n, "repeat": args.repeat, "warmup_n": args.warmup_n, "quick": args.quick},
+        "settings": {
+            **vars(s),
+            "n": args.n,
+            "repeat": args.repeat,
+            "seeds": args.seeds,
+            "warmup_n": args.warmup_n,
+            "quick": args.quick,
+        },
         "models": {},
         "rows": [],
         "targets": [],
@@ -450,7 +483,8 @@ def main() -> None:
                 times = floor_seconds(model, x, y, passes, args.repeat)
                 label = f"floor: {passes} bare forward+backward pass{'es' if passes > 1 else ''}"
                 floor_row = {"model": model_name, "attack": attack, "key": "floor", "library": label}
-                rows.append({**floor_row, "status": "ok", "seconds": min(times), "seconds_all": times})
+                # once per seed, as the libraries' seconds are summed over the seeds
+                rows.append({**floor_row, "status": "ok", "seconds": args.seeds * min(times), "seconds_all": times})
             base = next((r for r in rows if r["key"] == "bastion" and "seconds" in r), None)
             default = next((r for r in rows if r["key"] == "bastion-default" and "seconds" in r), None)
             for r in rows:

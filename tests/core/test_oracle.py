@@ -43,6 +43,16 @@ def test_budget_refuses_per_sample_in_refuse_mode() -> None:
     assert labels.query(batch(2), torch.tensor([0, 0])).tolist()[1] == -1
 
 
+def test_empty_and_wholly_refused_queries_count_nothing() -> None:
+    free = linear_victim().oracle(2)
+    assert free.query(batch(0), torch.zeros(0, dtype=torch.long)).shape == (0, 5)
+    assert free.queries.tolist() == [0, 0]
+    oracle = linear_victim().oracle(2, max_queries=1, on_exhausted="refuse")
+    oracle.query(batch(2), torch.tensor([0, 1]))
+    assert bool(oracle.query(batch(3), torch.tensor([1, 0, 1])).isnan().all())
+    assert oracle.queries.tolist() == [1, 1]
+
+
 def test_label_mode_returns_labels_only() -> None:
     victim = linear_victim()
     x = batch(8)

@@ -153,18 +153,23 @@ class Oracle:
         idx = idx.to(device=self._queries.device, dtype=torch.long)
         if idx.dim() != 1 or idx.shape[0] != x.shape[0]:
             raise DataError(f"idx must have one entry per row of x ({x.shape[0]}); got shape {tuple(idx.shape)}")
-        if idx.numel() and (idx.min() < 0 or idx.max() >= self.n):
+        if idx.numel() and bool(((idx < 0) | (idx >= self.n)).any()):
             raise DataError(f"idx entries must lie in [0, {self.n}); got [{idx.min().item()}, {idx.max().item()}]")
-        answered = self._admit(idx)
-        out = self._answer(x[answered.to(x.device)]) if answered.any() else None
-        self._queries += torch.bincount(idx[answered], minlength=self.n)
-        if out is not None and bool(answered.all()):
+        answered = None if self.max_queries is None else self._admit(idx)
+        if idx.numel() and (answered is None or bool(answered.all())):
+            # every row is answered: x goes to the model as it is (no masked copy), and the count needs no
+            # bincount (which waits for the device to size its output)
+            out = self._answer(x.contiguous())
+            self._queries.index_add_(0, idx, torch.ones_like(idx))
             return out
+        # rows refused (or none sent): answer the others, fill the refused rows
         fill: float | int = -1 if self.output == "label" else float("nan")
         shape = (x.shape[0],) if self.output == "label" else (x.shape[0], self.num_classes)
         dtype = torch.long if self.output == "label" else torch.float32
         full = torch.full(shape, fill, dtype=dtype, device=self.device)
-        if out is not None:
+        if answered is not None and bool(answered.any()):
+            out = self._answer(x[answered.to(x.device)])
+            self._queries += torch.bincount(idx[answered], minlength=self.n)
             full[answered.to(self.device)] = out.to(dtype)
         return full
 

@@ -21,6 +21,7 @@ import torch
 from bastion._atomic import sha256_file
 from bastion.attacks.evasion.apgd import APGDCE
 from bastion.attacks.evasion.autoattack import AutoAttack, robust_after_stages
+from bastion.attacks.evasion.square import Square
 from bastion.core import DataError, ThreatModel, Victim
 from bastion.data import Dataset, load_dataset
 from bastion.models.checkpoint import load_checkpoint
@@ -87,3 +88,14 @@ def test_robust_after_stages_wants_an_autoattack_result(
     result = APGDCE(threat=ThreatModel(eps=0.1), steps=2).run(victim, x[:8], y[:8])
     with pytest.raises(DataError, match="needs an autoattack result"):
         robust_after_stages(result)
+
+
+@pytest.mark.parametrize(("norm", "eps"), [("linf", 0.3), ("l2", 2.0)])
+def test_square_stage_takes_autoattacks_own_settings(norm: str, eps: float) -> None:
+    """fra31/auto-attack `autoattack.py` gives its Square p_init 0.8, 5,000 queries, one restart and the
+    schedule unrescaled for both norms, although Square's own L2 default is the paper's 0.1."""
+    threat = ThreatModel(norm=norm, eps=eps)
+    square = AutoAttack(threat=threat).stages()[-1]
+    assert isinstance(square, Square) and square.threat == threat
+    assert (square.p_init, square.n_queries, square.n_restarts) == (0.8, 5000, 1)
+    assert not square.rescale_schedule and square.loss == "margin"

@@ -92,6 +92,18 @@ def test_registered_and_validated() -> None:
         Square(n_queries=0)
 
 
+@pytest.mark.parametrize(("norm", "eps", "p_init"), [("linf", 0.1, 0.8), ("l2", 0.5, 0.1)])
+def test_default_p_init_per_norm(digits: tuple[Victim, Tensor, Tensor], norm: str, eps: float, p_init: float) -> None:
+    """L-inf starts from AutoAttack's p_init 0.8, L2 from the paper's 0.1 (max-andr/square-attack `attack.py`)."""
+    victim, x, y = digits
+    threat = ThreatModel(norm=norm, eps=eps)
+    default, given, other = (
+        Square(threat=threat, n_queries=60, p_init=p).run(victim, x, y) for p in (None, p_init, 0.9 - p_init)
+    )
+    assert torch.equal(default.x_adv, given.x_adv) and torch.equal(default.queries, given.queries)
+    assert not torch.equal(default.x_adv, other.x_adv)
+
+
 @pytest.mark.parametrize(("norm", "eps", "loss"), [("linf", 0.1, "margin"), ("l2", 0.5, "margin"), ("linf", 0.1, "ce")])
 def test_ball_bounds_and_query_records(
     digits: tuple[Victim, Tensor, Tensor], norm: str, eps: float, loss: Literal["margin", "ce"]

@@ -26,6 +26,8 @@ State = dict[str, Tensor]  # one row per active sample in every entry; "ids": th
 
 def rows(st: State, keep: Tensor) -> State:
     """The rows `keep` (a mask or indices) of every entry of `st`."""
+    if keep.dtype == torch.bool:  # indices once: each entry masked on its own would wait for the device again
+        keep = keep.nonzero().squeeze(1)
     return {k: v[keep] for k, v in st.items()}
 
 
