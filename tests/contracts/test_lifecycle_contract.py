@@ -38,10 +38,11 @@ def test_ood_detector_contract(name: str, digits_model: nn.Module, digits_data: 
     victim = Victim(digits_model, input_shape=(1, 8, 8))
     x_id, x_ood = digits_data.x_test[:40], torch.rand(25, 1, 8, 8)
     detector = DEFENSES.get(name)()
-    result = detector.run(victim, x_id, x_ood)
+    state = detector.fit(victim, digits_data.x_train[:200], digits_data.y_train[:200])
+    result = detector.run(victim, x_id, x_ood, state=state)
     assert detector.family == "ood" and result.method == name
     assert result.scores.shape == (65,) and int(result.positive.sum()) == 40
     assert bool(torch.isfinite(result.scores).all())
-    assert torch.equal(detector.run(victim, x_id, x_ood).scores, result.scores)
+    assert torch.equal(detector.run(victim, x_id, x_ood, state=state).scores, result.scores)
     assert not digits_model.training and all(torch.equal(before[k], v) for k, v in digits_model.state_dict().items())
     json.dumps(result.to_dict(), allow_nan=False)

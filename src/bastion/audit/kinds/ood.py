@@ -8,12 +8,14 @@
       params: {temperature: 1.0}
 
 In-distribution is the test split (positive, higher score); the sets come from `bastion.data.ood`.
+A feature-based detector fits on the checkpoint's training split first (its seconds count the fit).
 `digits` is left out when the model is audited on the digits themselves. Metrics: `auroc` and
 `fpr95` averaged over the sets, and `auroc_SET`, `fpr95_SET` per set. See docs/audits.md.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -72,9 +74,11 @@ class OODKind(ScenarioKind):
         detector = DEFENSES.get(scenario.method)(**st.params)
         sets, warnings = _sets(st.sets, target, x_id, scenario.n, seed)
         per_set: dict[str, Any] = {}
-        seconds = 0.0
+        start = time.perf_counter()
+        state = detector.fit(target.victim, *target.members(target.n_members))  # the training split, once
+        seconds = time.perf_counter() - start
         for name, x_ood in sets.items():
-            result = detector.run(target.victim, x_id, x_ood)
+            result = detector.run(target.victim, x_id, x_ood, state=state)
             seconds += result.seconds
             d = result.to_dict()
             per_set[name] = {k: d[k] for k in ("n_negative", "auroc", "fpr95", "tpr_at_fpr_1e-2", "roc")}
