@@ -181,3 +181,17 @@ def test_wanet_train_control_on_mnist5k_takes_hold(tmp_path: Path) -> None:
     assert m["strip_auroc"] <= 0.6 and m["strip_tpr"] <= 0.2, m
     assert m["ntd_auroc"] >= 0.9 and m["ntd_tpr"] >= 0.5, m
     assert [a.name for a in result.artifacts] == ["poisoned.png"]  # the trigger shown on training images
+
+
+def test_a_training_set_inspector_needs_a_poisoned_set() -> None:
+    # training control leaves the stored set clean: an inspector would have nothing to find, and the audit
+    # says so before it trains anything
+    target = audit_target(checkpoint=FIXTURES / "small_cnn-mnist5k.safetensors")
+    kind = KINDS.get("backdoor")
+    assert not WaNet().poisons_the_set and WaNet(poisoning="dataset").poisons_the_set
+    inspect = BackdoorSettings(params={}, detectors=("strip", "activation-clustering"))
+    with pytest.raises(ConfigError, match="activation-clustering inspect a poisoned training set"):
+        kind.check(Scenario("wanet", "backdoor", "wanet", 100, inspect), target)
+    kind.check(Scenario("wanet", "backdoor", "wanet", 100, BackdoorSettings(params={}, detectors=("strip",))), target)
+    dataset = BackdoorSettings(params={"poisoning": "dataset"}, detectors=("activation-clustering",))
+    kind.check(Scenario("wanet", "backdoor", "wanet", 100, dataset), target)

@@ -75,6 +75,12 @@ class PoisoningAttack(Attack, ABC):
     mode: Literal["all-to-one", "all-to-all"] = param("all-to-one", help="all-to-one, or class y -> y + 1")
     include_target_class: bool = param(False, help="draw poisoned images from the target class too (all-to-one)")
 
+    @property
+    def poisons_the_set(self) -> bool:
+        """Whether `poison` leaves poisoned images in the training set (what a training-set inspector
+        looks for); False for a training-control attack, which poisons each batch as it is drawn."""
+        return True
+
     @abstractmethod
     def apply_trigger(self, x: Tensor) -> Tensor:
         """The triggered images (N, C, H, W) in [0, 1], as shown to the model at test time."""

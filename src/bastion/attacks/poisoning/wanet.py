@@ -95,6 +95,10 @@ class WaNet(PoisoningAttack):
                 "noise images exceed the whole set; lower rate or cross_ratio"
             )
 
+    @property
+    def poisons_the_set(self) -> bool:
+        return self.poisoning == "dataset"
+
     def warp_control(self) -> Tensor:
         """The control grid U (2, k, k): uniform in [-1, 1], divided by its mean |U|; seeded."""
         u = torch.rand(1, 2, self.k, self.k, generator=make_generator(self.seed)) * 2 - 1

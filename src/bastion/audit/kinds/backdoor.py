@@ -87,6 +87,14 @@ class BackdoorKind(ScenarioKind):
                 f"scenario {scenario.key!r} trains a poisoned copy of the model, and {target.model_name} cannot be "
                 "retrained: its architecture or recipe is unknown"
             )
+        st: BackdoorSettings = scenario.settings
+        inspectors = [d for d in st.detectors if DEFENSES.get(d).family == "backdoor-data"]
+        if inspectors and not ATTACKS.get(scenario.method)(**st.params).poisons_the_set:
+            raise ConfigError(
+                f"scenario {scenario.key!r}: {', '.join(inspectors)} inspect a poisoned training set, and "
+                f"{scenario.method} with these parameters poisons training batches instead (training control); "
+                "poison a fixed set (wanet: poisoning=dataset) or use a run-time detector"
+            )
 
     def run(self, scenario: Scenario, target: AuditTarget, *, seed: int, progress: ProgressFn | None) -> ScenarioResult:
         start = time.perf_counter()
