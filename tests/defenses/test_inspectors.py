@@ -70,6 +70,17 @@ def test_spectral_scores_are_the_squared_projection_on_the_top_singular_vector()
     assert bool(planted[y == 0][top].all())  # the planted images lie along v, far out: class 0's top scores
 
 
+def test_spectral_uncentred_scores_are_the_tf_codes() -> None:
+    # MadryLab's compute_corr.py: v from the centred features, the score |<r, v>| on the uncentred ones
+    x, y, planted = _planted()
+    r = SpectralSignatures(centered=False).run(_victim(), x, y, planted)
+    feats = x.flatten(1).double()[y == 0]
+    v = torch.linalg.svd(feats - feats.mean(dim=0), full_matrices=False).Vh[0]
+    torch.testing.assert_close(r.scores[y == 0], (feats @ v).abs())
+    top = torch.argsort(r.scores[y == 0], descending=True)[:N_PLANTED]
+    assert bool(planted[y == 0][top].all())  # within its class it still ranks the planted images first
+
+
 def test_spectral_removal_counts_follow_the_rule_and_the_cap() -> None:
     x, y, planted = _planted()
     n = y.numel()
@@ -83,6 +94,14 @@ def test_spectral_removal_counts_follow_the_rule_and_the_cap() -> None:
     r = SpectralSignatures(eps=0.2, removal="class-share").run(_victim(), x, y, planted)
     assert r.extra["removed_per_class"] == {"0": 24, "1": 18, "2": 18}
     assert r.extra["poisons_removed"] == 1.0
+    # 1.5 * 0.051 * 200 = 15.3: the port's int() keeps 15; the paper's rule rounds 6.12 and 4.59 up
+    assert SpectralSignatures(eps=0.051).run(_victim(), x, y, planted).extra["removed_per_class"] == {
+        "0": 15,
+        "1": 15,
+        "2": 15,
+    }
+    r = SpectralSignatures(eps=0.051, removal="class-share").run(_victim(), x, y, planted)
+    assert r.extra["removed_per_class"] == {"0": 7, "1": 5, "2": 5}
     # the cap: never more than half a class
     r = SpectralSignatures(eps=0.9).run(_victim(), x, y, planted)
     assert r.extra["removed_per_class"] == {"0": 40, "1": 30, "2": 30}
@@ -109,6 +128,16 @@ def test_activation_clustering_rules() -> None:
     assert r.extra["removed"] == []
 
 
+@pytest.mark.parametrize("seed", [0, 1])
+def test_activation_clustering_with_ica(seed: int) -> None:
+    # FastICA whitens every kept component to unit variance, so the one bimodal direction must not drown
+    # among many noise ones: with 3 kept of these 16 dimensions the planted split is found at every seed tried
+    x, y, planted = _planted()
+    r = ActivationClustering(reduce="ica", dims=3, seed=seed).run(_victim(), x, y, planted)
+    assert torch.equal(_removed(r.extra, y.numel()), planted)
+    assert r.extra["classes"]["0"]["smaller_share"] == pytest.approx(0.25)
+
+
 def test_seeded_and_registered() -> None:
     x, y, planted = _planted()
     for cls in (SpectralSignatures, ActivationClustering):
@@ -117,25 +146,33 @@ def test_seeded_and_registered() -> None:
         assert DEFENSES.get(cls.name) is cls and cls.family == "backdoor-data"
 
 
-def test_bad_parameters() -> None:
-    with pytest.raises(ConfigError):
-        SpectralSignatures(eps=0.0)
-    with pytest.raises(ConfigError):
-        SpectralSignatures(removal="all")  # type: ignore[arg-type]
-    with pytest.raises(ConfigError):
-        ActivationClustering(size_threshold=0.6)
-    with pytest.raises(ConfigError):
-        ActivationClustering(rule="biggest")  # type: ignore[arg-type]
-    with pytest.raises(ConfigError):
-        ActivationClustering(dims=0)
+@pytest.mark.parametrize(
+    ("cls", "bad"),
+    [
+        (SpectralSignatures, {"eps": 0.0}),
+        (SpectralSignatures, {"eps": 1.0}),
+        (SpectralSignatures, {"removal": "all"}),
+        (ActivationClustering, {"dims": 0}),
+        (ActivationClustering, {"reduce": "tsne"}),
+        (ActivationClustering, {"rule": "biggest"}),
+        (ActivationClustering, {"size_threshold": 0.0}),
+        (ActivationClustering, {"size_threshold": 0.6}),
+        (ActivationClustering, {"silhouette_threshold": 1.5}),
+    ],
+)
+def test_bad_parameters(cls: type, bad: dict[str, Any]) -> None:
+    (field,) = bad
+    with pytest.raises(ConfigError, match=f"{cls.name}: {field} must be"):
+        cls(**bad)
 
 
 @pytest.mark.parametrize("name", ["spectral-signatures", "activation-clustering"])
 def test_removes_the_badnets_poisons_of_mnist5k(badnets_mnist5k: Any, name: str) -> None:
     # Tran et al. and Chen et al.: the poisons of the target class stand out in the last hidden layer. Measured
     # on this model: both remove all 200 poisons (AUROC 0.999 and 1.000); spectral signatures, told only that
-    # 5% of the set may be poisoned, removes 300 from every class it cannot rule out (47% of the clean images),
-    # activation clustering none (class 0 splits 400 / 200, the others no smaller than 37%).
+    # 5% of the set may be poisoned, would remove 300 from every class, and the cap stops it at half of each
+    # (1,798 clean images, 47%); activation clustering none (class 0 splits 400 / 200, the others no smaller
+    # than 37%).
     b = badnets_mnist5k
     flags = torch.zeros(b.poisoned.y.numel(), dtype=torch.bool)
     flags[b.poisoned.index] = True
@@ -144,3 +181,7 @@ def test_removes_the_badnets_poisons_of_mnist5k(badnets_mnist5k: Any, name: str)
     assert r.auroc >= 0.95
     if name == "activation-clustering":
         assert r.extra["clean_removed"] <= 0.05
+    else:  # the cap binds every class: exactly half of each goes
+        assert r.extra["removed_per_class"] == {
+            str(c): n // 2 for c, n in enumerate(torch.bincount(b.poisoned.y).tolist())
+        }
