@@ -69,8 +69,10 @@ def test_detectors_separate_other_digits_and_noise_on_the_default_model(
     for name in DEFENSES.names("ood"):
         detector = DEFENSES.get(name)()
         state = detector.fit(victim, mnist_data.x_train, mnist_data.y_train)  # the model's own training split
-        sets = {s: synthetic_set(s, x_id, 500, seed=1) for s in ("digits", "gaussian")}
+        sets = {s: synthetic_set(s, x_id, 500, seed=1) for s in ("digits", "gaussian", "uniform")}
         results = {s: detector.run(victim, x_id, x_ood, state=state) for s, x_ood in sets.items()}
         assert results["digits"].auroc > 0.9 and results["gaussian"].auroc > 0.85, name
-        fpr95[name] = sum(r.fpr_at_tpr(0.95) for r in results.values()) / 2
+        if detector.fits:  # feature space catches the noise the softmax answers confidently (msp 0.76 on uniform)
+            assert results["gaussian"].auroc >= 0.9 and results["uniform"].auroc >= 0.9, name
+        fpr95[name] = (results["digits"].fpr_at_tpr(0.95) + results["gaussian"].fpr_at_tpr(0.95)) / 2
     assert fpr95["energy"] <= fpr95["msp"]  # Liu et al.: energy lowers the FPR at 95% TPR of the softmax score

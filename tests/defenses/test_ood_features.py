@@ -4,6 +4,7 @@ computed by hand here on features planted in the input, and the fitting contract
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import pytest
 import torch
@@ -105,3 +106,77 @@ def test_fitting_contract() -> None:
     with pytest.raises(ConfigError):
         KernelPCA(kernel="linear")  # type: ignore[arg-type]
     assert math.isfinite(float(Mahalanobis().run(_victim(), x, x, state=Mahalanobis().fit(_victim(), x, y)).auroc))
+
+
+@pytest.mark.parametrize(
+    "detector",
+    [Mahalanobis(), KNN(k=5), KernelPCA(), KernelPCA(kernel="cosine-gaussian", n_features=512)],
+    ids=["mahalanobis", "knn", "cop", "corp"],
+)
+def test_clusters_in_and_other_directions_out_rank_perfectly(detector: Any) -> None:
+    """Held-out points of the training clusters all score above points pointing elsewhere (the cosine
+    maps see directions only, so 'far' means another direction, not a longer vector)."""
+    x, y = _data(300, 0)
+    x_id, _ = _data(60, 1)
+    patterns = torch.tensor([[1.0, 0, 0, 0, 0, 0], [0, 0, 0, 0, 0, 1], [1, 0, 1, 0, 1, 0], [0, 1, 0, 1, 0, 1]])
+    x_ood = (patterns.repeat(10, 1) * torch.linspace(0.5, 1.0, 40)[:, None]).view(40, 1, 2, 3)
+    result = detector.run(_victim(), x_id, x_ood, state=detector.fit(_victim(), x, y))
+    assert result.auroc == 1.0
+    assert float(result.scores[:60].min()) > float(result.scores[60:].max())
+
+
+def _kernel_pca_error(k_train: Tensor, k_query: Tensor, k_self: Tensor, share: float) -> Tensor:
+    """Kernel PCA's reconstruction error by the kernel trick alone (Schoelkopf et al. 1998, Hoffmann 2007):
+    centre the Gram matrix, keep its leading eigenvectors alpha_j by the same eigenvalue share, and
+    |phi~(x)|^2 - sum_j (alpha_j . k~_x)^2 / lambda_j, with k~_x the centred kernel row of x."""
+    row, total = k_train.mean(0), k_train.mean()
+    centred = k_train - row[None] - row[:, None] + total
+    values, alpha = torch.linalg.eigh(centred)
+    values, alpha = values.flip(0).clamp_min(0), alpha.flip(1)
+    q = int((values.cumsum(0) / values.sum() < share - 1e-12).sum()) + 1
+    kq = k_query - row[None] - k_query.mean(1, keepdim=True) + total
+    norm2 = k_self - 2 * k_query.mean(1) + total
+    return (norm2 - ((kq @ alpha[:, :q]).square() / values[:q]).sum(1)).clamp_min(0).sqrt()
+
+
+def _spearman(a: Tensor, b: Tensor) -> float:
+    ra, rb = (v.argsort().argsort().double() for v in (a, b))
+    ra, rb = ra - ra.mean(), rb - rb.mean()
+    return float(ra @ rb / (ra.norm() * rb.norm()))
+
+
+def _spread_data(seed: int) -> tuple[Tensor, Tensor, Tensor]:
+    """Training points skewed towards the corner, queries half alike and half uniform (to rank)."""
+    gen = make_generator(seed)
+    x = torch.rand(400, D, generator=gen) ** 3
+    q = torch.cat([torch.rand(150, D, generator=gen) ** 3, torch.rand(150, D, generator=gen)])
+    return x.view(-1, 1, 2, 3), torch.zeros(400, dtype=torch.long), q.view(-1, 1, 2, 3)
+
+
+def test_cosine_map_equals_kernel_pca_by_the_kernel_trick() -> None:
+    x, y, q = _spread_data(0)
+    h, hq = (v.flatten(1).double() for v in (x, q))
+    h, hq = h / h.norm(dim=1, keepdim=True), hq / hq.norm(dim=1, keepdim=True)
+    want = -_kernel_pca_error(h @ h.T, hq @ h.T, (hq * hq).sum(1), 0.85)
+    det = KernelPCA(share=0.85)
+    torch.testing.assert_close(det._score(_victim(), q, det.fit(_victim(), x, y)), want, atol=1e-8, rtol=0)
+
+
+def test_random_fourier_features_track_exact_cosine_gaussian_kernel_pca() -> None:
+    """CoRP against kernel PCA with the exact kernel exp(-2 |a - b|^2) on unit vectors: the ranking agrees
+    (Spearman 0.85 here; 0.85-0.97 over data seeds 0-4, the Monte-Carlo error of M features ~ 1/sqrt(M))
+    and more features err less."""
+    x, y, q = _spread_data(0)
+    h, hq = (v.flatten(1).double() for v in (x, q))
+    h, hq = h / h.norm(dim=1, keepdim=True), hq / hq.norm(dim=1, keepdim=True)
+    exact = -_kernel_pca_error(
+        torch.exp(-2 * torch.cdist(h, h).square()), torch.exp(-2 * torch.cdist(hq, h).square()), torch.ones(300), 0.8
+    )
+    error = {}
+    for m in (256, 2048):
+        det = KernelPCA(kernel="cosine-gaussian", n_features=m, seed=0)
+        scores = det._score(_victim(), q, det.fit(_victim(), x, y))
+        error[m] = float((scores - exact).abs().mean())
+        if m == 2048:
+            assert _spearman(scores, exact) > 0.8
+    assert error[2048] < error[256]

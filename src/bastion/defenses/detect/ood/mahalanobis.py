@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,8 +51,10 @@ class Mahalanobis(OODDetector):
     def _score(self, victim: Victim, x: Tensor, state: Any) -> Tensor:
         means, chol = state
         h = victim.features(x).double().cpu()
-        diff = h.unsqueeze(1) - means.unsqueeze(0)  # (N, K, D)
-        # (h - mu)^T Sigma^-1 (h - mu) = |L^-1 (h - mu)|^2 with Sigma = L L^T
-        z = torch.linalg.solve_triangular(chol, diff.reshape(-1, h.shape[1]).T, upper=False)
-        d2 = z.square().sum(dim=0).view(h.shape[0], means.shape[0])
-        return -d2.min(dim=1).values
+        # (h - mu)^T Sigma^-1 (h - mu) = |L^-1 (h - mu)|^2 with Sigma = L L^T, one class at a time: memory
+        # N x D, not N x K x D (10,000 inputs, 100 classes and 512 features would be 4 GB at once)
+        best = torch.full((h.shape[0],), math.inf, dtype=h.dtype)
+        for mu in means:
+            z = torch.linalg.solve_triangular(chol, (h - mu).T, upper=False)
+            best = torch.minimum(best, z.square().sum(dim=0))
+        return -best
