@@ -1,0 +1,123 @@
+"""`bfa`: the bit-flip attack with progressive bit search (Rakin, He, Fan, ICCV 2019)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from bastion.attacks.base import register_attack
+from bastion.attacks.weights.base import AttackBatch, BitFlipAttack, Proposal
+from bastion.attacks.weights.quantize import BIT_VALUES, QuantizedModel, bits_of
+from bastion.core.errors import DataError
+from bastion.core.params import param
+from bastion.core.victim import Victim
+
+__all__ = ["BFA", "rank_bits"]
+
+
+def rank_bits(grad: Tensor, codes: Tensor, k: int, *, raise_loss: bool = True) -> tuple[Tensor, Tensor]:
+    """A layer's bits ranked by how much flipping each moves the loss, to first order.
+
+    Takes the `k` weights of largest |dL/dv| (`grad` and `codes`, flattened, (W,)); the bit-gradient of
+    bit i of a weight is `dL/dv * s_i` with `s_i = 2^i` and `s_7 = -128` (two's complement). A bit is
+    eligible when its flip moves the loss the wanted way (up when `raise_loss`): a 0 bit with a positive
+    bit-gradient, or a 1 bit with a negative one (reference `attack/BFA.py`, `flip_bit`, steps 2-4).
+
+    Returns:
+        The eligible bits as (flat weight index (E,), bit (E,)), by decreasing |bit-gradient| (ties in
+        index order).
+    """
+    k = min(k, grad.numel())
+    top = grad.abs().topk(k).indices  # (k,)
+    bit_grad = grad[top, None] * BIT_VALUES.to(grad)  # (k, 8)
+    wanted = bit_grad if raise_loss else -bit_grad
+    bits = bits_of(codes[top])  # (k, 8)
+    eligible = ((bits == 0) & (wanted > 0)) | ((bits == 1) & (wanted < 0))
+    score = bit_grad.abs().masked_fill(~eligible, -1.0).flatten()  # (8k,)
+    order = score.argsort(descending=True, stable=True)[: int(eligible.sum())]
+    return top[order // 8], order % 8
+
+
+@register_attack("bfa")
+@dataclass(frozen=True, kw_only=True)
+class BFA(BitFlipAttack):
+    """The Bit-Flip Attack: a handful of weight-bit flips crush an 8-bit model. Rakin, He, Fan,
+    "Bit-Flip Attack: Crushing Neural Network with Progressive Bit Search", ICCV 2019 (arXiv
+    1903.12269); reference `elliothe/Neural_Network_Weight_Attack` (`attack/BFA.py`,
+    `progressive_bit_search` and `flip_bit`; `main.py`, `perform_attack`).
+
+    Each iteration, on a fixed attack batch labelled with the model's own predictions (no labels leak),
+    maximising `L = CE(f(X), y_hat)`:
+
+    1. `dL/dv` for every layer's int8 codes `v` (one forward and backward pass, eval mode).
+    2. In-layer search: per layer, the `k_top` weights of largest |dL/dv|, their bits ranked by
+       |bit-gradient| among those whose flip raises L to first order (`rank_bits`); the layer's
+       candidate is its n best bits, n = 1 first.
+    3. Cross-layer search: each layer's candidate is applied, L evaluated, and reverted; the layer with
+       the largest L wins. If even that L does not exceed the current one, n grows by one and 2-3 are
+       redone (the progressive part); else its n bits are flipped for good.
+
+    Defaults from the reference: `k_top` 10, an attack batch of 128 images (one shuffled batch of the
+    attacker's images, drawn once and reused every iteration), `max_flips` 20 (the reference's 20
+    iterations, one flip each unless n grows). Deviations: the reference's candidate of n bits may
+    include bits whose flip would lower the loss once a layer has fewer than n eligible ones; here a
+    layer offers only eligible bits, and when no layer can offer n of them the attack stops (`no_gain`)
+    instead of looping. The reference runs all its iterations; `target_accuracy` (stop early) and the
+    budget counted in flips rather than iterations are bastion's.
+
+    Reproduces: the paper takes ResNet-18 on ImageNet from 69.8% to 0.1% top-1 with 13 flips of 93M
+    bits. At small scale (the shipped `small_cnn` on `mnist5k`, 8-bit; `tests/attacks/weights`), BFA
+    takes 500 held-out test images from 98.2% to 10.8% within 14 flips, while 30 random flips leave the
+    accuracy unchanged.
+    """
+
+    needs_attack_images = True
+
+    k_top: int = param(10, ge=1, help="weights per layer whose bits are ranked (largest |gradient|)")
+    batch_size: int = param(128, ge=1, help="images in the attack batch, drawn once from the attacker's images")
+
+    def _prepare(self, q: QuantizedModel, victim: Victim, x_attack: Tensor | None, gen: torch.Generator) -> object:
+        assert x_attack is not None
+        if x_attack.shape[0] < self.batch_size:
+            raise DataError(
+                f"bfa draws an attack batch of {self.batch_size} images and was given {x_attack.shape[0]}; "
+                "give more images or a smaller batch_size"
+            )
+        pick = torch.randperm(x_attack.shape[0], generator=gen)[: self.batch_size].to(x_attack.device)
+        x = x_attack[pick]
+        return AttackBatch(x, victim.predict(x))  # the model's own labels
+
+    def _objective(self, q: QuantizedModel, state: object) -> float | None:
+        assert isinstance(state, AttackBatch)
+        with torch.no_grad():
+            return float(F.cross_entropy(q.model(state.x), state.y))
+
+    def _step(self, q: QuantizedModel, state: object, budget: int, gen: torch.Generator) -> Proposal:
+        assert isinstance(state, AttackBatch)
+        layers = list(q.layers.values())
+        loss = F.cross_entropy(q.model(state.x), state.y)
+        grads = torch.autograd.grad(loss, [layer.weight for layer in layers])
+        current = float(loss.detach())
+        # dL/dv = dL/dW * scale: the ranking within a layer does not need it, the bit-gradients' meaning does
+        ranked = [
+            rank_bits(g.flatten() * layer.scale, layer.codes.flatten(), self.k_top)
+            for layer, g in zip(layers, grads, strict=True)
+        ]
+        most = max(idx.numel() for idx, _ in ranked)
+        for n in range(1, min(budget, most) + 1):
+            best, best_loss = None, -float("inf")
+            for layer, (idx, bits) in zip(layers, ranked, strict=True):
+                if idx.numel() < n:  # its whole candidate was already tried with a smaller n
+                    continue
+                with q.trial(layer.name, idx[:n], bits[:n]):
+                    trial_loss = self._objective(q, state)
+                assert trial_loss is not None
+                if trial_loss > best_loss:
+                    best, best_loss = (layer.name, idx[:n], bits[:n]), trial_loss
+            if best is not None and best_loss > current:
+                name, idx, bits = best
+                return [(name, int(i), int(b)) for i, b in zip(idx.tolist(), bits.tolist(), strict=True)]
+        return []
