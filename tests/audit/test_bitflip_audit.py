@@ -27,6 +27,11 @@ scenarios:
     name: random-layer
     n: 200
     params: {max_flips: 5, draw: layer}
+  - attack: t-bfa
+    name: t-bfa-0to1
+    n: 200
+    params: {mode: 1-to-1, source: 0, target: 1, max_flips: 10}
+    baseline: false
 """
 
 
@@ -40,7 +45,7 @@ def test_bitflip_scenarios_store_report_gate_and_match_the_command(tmp_path: Pat
     )
     assert audit.exit_code == 0, audit.stderr
     with Store(url) as store:
-        bfa, rnd = store.run(1).results
+        bfa, rnd, targeted = store.run(1).results
     assert bfa.family == rnd.family == "bitflip"
     m = bfa.metrics
     assert m["flips"] == 8 == bfa.record["hamming"] and len(bfa.record["accuracy_curve"]) == 9
@@ -49,11 +54,27 @@ def test_bitflip_scenarios_store_report_gate_and_match_the_command(tmp_path: Pat
     assert m["random_accuracy"] == bfa.record["baseline"]["accuracy"] >= m["quantized_accuracy"] - 0.05
     assert rnd.metrics["random_accuracy"] is None and rnd.record["baseline"] is None  # no baseline for random
     assert rnd.metrics["flips"] == 5 and rnd.record["params"]["draw"] == "layer"
+    t = targeted.metrics
+    assert t["asr"] == targeted.record["curves"]["asr"][-1] and 0 <= t["other_accuracy"] <= 1
+    assert t["flips"] <= 10 and t["random_accuracy"] is None and targeted.record["params"]["quantization"] == "tbfa"
     html = (tmp_path / "r" / "report.html").read_text()
+    assert "targeted bit flips" in html and "acc. on the other classes" in html
     assert 'id="bitflip"' in html and 'id="bitflip-accuracy"' in html and "weight-bit flips" in html
     summary = json.loads((tmp_path / "r" / "summary.json").read_text())
-    assert set(summary["curves"]["bitflip"]) == {"bfa", "bfa (random)", "random-layer"}
-    gate = ["check", "1", "--db", url, "--min", "flips.bfa=8", "--max", "accuracy.bfa=0.99"]
+    assert set(summary["curves"]["bitflip"]["accuracy"]) == {"bfa", "bfa (random)", "random-layer", "t-bfa-0to1"}
+    assert set(summary["curves"]["bitflip"]["success"]) == {"t-bfa-0to1"}
+    gate = [
+        "check",
+        "1",
+        "--db",
+        url,
+        "--min",
+        "flips.bfa=8",
+        "--max",
+        "accuracy.bfa=0.99",
+        "--min",
+        "asr.t-bfa-0to1=0",
+    ]
     assert runner.invoke(app, gate).exit_code == 0
     failed = runner.invoke(app, ["check", "1", "--db", url, "--min", "accuracy.bfa=1.0"])
     assert failed.exit_code == 1

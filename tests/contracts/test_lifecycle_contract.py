@@ -56,13 +56,15 @@ def test_bitflip_contract(name: str, digits_model: nn.Module, digits_data: Datas
     x, y = digits_data.x_test[:60], digits_data.y_test[:60]
     cls = ATTACKS.get(name)
     attack = cls(max_flips=4, seed=3, **({"batch_size": 32} if "batch_size" in cls.__dataclass_fields__ else {}))
-    x_attack = digits_data.x_train[:100] if attack.needs_attack_images else None
-    result = attack.run(victim, x, y, x_attack=x_attack)
+    x_attack, y_attack = (
+        (digits_data.x_train[:100], digits_data.y_train[:100]) if attack.needs_attack_images else (None, None)
+    )
+    result = attack.run(victim, x, y, x_attack=x_attack, y_attack=y_attack)
     assert attack.family == "bitflip" and result.method == name
     assert result.n_flips == 4 == result.hamming and len(result.accuracy) == 5
     assert all(bin((f.before ^ f.after) & 0xFF).count("1") == 1 and f.bit in range(8) for f in result.flips)
     assert all(0 <= f.index < result.layers[f.layer] for f in result.flips)
     assert all(0.0 <= a <= 1.0 for a in result.accuracy) and result.n_eval == 60
-    assert attack.run(victim, x, y, x_attack=x_attack).flips == result.flips
+    assert attack.run(victim, x, y, x_attack=x_attack, y_attack=y_attack).flips == result.flips
     assert not digits_model.training and all(torch.equal(before[k], v) for k, v in digits_model.state_dict().items())
     json.dumps(result.to_dict(), allow_nan=False)

@@ -337,4 +337,5 @@ def bitflip(
         f"{record['bits_total']:,} weight bits in {len(record['layers'])} layers, stopped at {record['stop']}"
     )
     columns = ["float_accuracy", "quantized_accuracy", "accuracy", "flips", "random_accuracy"]
+    columns += [c for c in ("asr", "other_accuracy") if c in rows[0]["metrics"]]  # a targeted attack
     _report([(columns, [(name, rows[0]["metrics"])])], header, rows, target, json_out)

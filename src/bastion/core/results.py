@@ -303,6 +303,8 @@ class BitFlipResult:
         flips: the bits flipped, in order.
         accuracy: accuracy on the evaluation images of the quantized model before any flip, then after
             each flip (len(flips) + 1 values).
+        curves: what the attack measures besides the accuracy, at the same points (a targeted attack's
+            `asr`, its `other_accuracy`).
         loss: the attack's loss on its attack batch before any flip, then after each flip (same
             length as `accuracy`); None for an attack without an objective (random flips).
         float_accuracy: accuracy of the original (float) model on the same images.
@@ -330,6 +332,7 @@ class BitFlipResult:
     n_attack: int
     stop: str
     seconds: float
+    curves: dict[str, tuple[float, ...]] = field(default_factory=dict)
     warnings: tuple[str, ...] = ()
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -373,7 +376,9 @@ class BitFlipResult:
             "seconds": self.seconds,
             "warnings": list(self.warnings),
             "layers": dict(self.layers),
+            **{k: _json_float(v[-1]) for k, v in self.curves.items()},
             "accuracy_curve": list(self.accuracy),
+            "curves": {k: [_json_float(x) for x in v] for k, v in self.curves.items()},
             "loss_curve": None if self.loss is None else [v if math.isfinite(v) else None for v in self.loss],
             "bit_flips": [f._asdict() for f in self.flips],
             "extra": dict(self.extra),

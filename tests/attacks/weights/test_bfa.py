@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from bastion.attacks.weights import BFA, RandomFlip
-from bastion.attacks.weights.bfa import rank_bits
+from bastion.attacks.weights._ranking import rank_bits
 from bastion.attacks.weights.quantize import BIT_VALUES, QuantizedModel, bits_of
 from bastion.audit import AuditTarget
 from bastion.cli._target import audit_target

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from bastion.attacks.weights.quantize import BIT_VALUES, bits_of, flip_codes, popcount, quantize_int8
-from bastion.core import ModelError, Victim
+from bastion.core import ConfigError, ModelError, Victim
 from bastion.data import Dataset
 
 ALL_CODES = torch.arange(-128, 128).to(torch.int8)  # every value an int8 can hold
@@ -115,3 +115,15 @@ def test_the_quantized_model_keeps_its_accuracy(mnist_model: nn.Module, mnist_da
     float_acc = (Victim(mnist_model).predict(x) == y).double().mean()
     quant_acc = (Victim(quantize_int8(mnist_model).model).predict(x) == y).double().mean()
     assert abs(float(float_acc - quant_acc)) <= 0.005  # the papers' 8-bit models lose under half a point
+
+
+def test_the_t_bfa_scheme_leaves_headroom() -> None:
+    net = _net()
+    q = quantize_int8(net, scheme="tbfa")
+    for name, layer in q.layers.items():
+        w = dict(net.named_modules())[name].weight.detach()
+        assert torch.equal(layer.scale, 2 * w.abs().max() / 127)
+        assert int(layer.codes.abs().max()) == 64  # round(127 / 2): the codes keep half the range free
+        assert (q.dequantized(name) - w).abs().max() <= layer.scale / 2 + 1e-7
+    with pytest.raises(ConfigError, match="scheme must be 'bfa' or 'tbfa'"):
+        quantize_int8(net, scheme="int4")  # type: ignore[arg-type]

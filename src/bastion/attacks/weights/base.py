@@ -1,8 +1,9 @@
 """The bit-flip contract. `BitFlipAttack.run` is final: it quantizes a copy of the model to 8 bits
 (`quantize_int8`; the caller's model is never touched), measures the float and the 8-bit accuracy on
 the evaluation images, then asks the subclass for bits to flip (`_step`), flips them one at a time
-and measures the accuracy after each, until the budget (`max_flips`) is spent, the accuracy reaches
-`target_accuracy`, or the subclass finds nothing worth flipping. The Hamming distance between the
+and measures the accuracy (and the subclass's own measures, `_curves`) after each, until the budget
+(`max_flips`) is spent, the subclass's goal is met (`_goal`: a target accuracy, a success rate), or
+the subclass finds nothing worth flipping. The Hamming distance between the
 original and the attacked codes is counted from the codes themselves, not from the flips proposed.
 
 Threat model (Rakin et al., ICCV 2019): a white-box attacker who knows the weights and can flip bits
@@ -14,7 +15,7 @@ from __future__ import annotations
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import ClassVar, final
+from typing import ClassVar, Literal, final
 
 import torch
 from torch import Tensor
@@ -53,23 +54,30 @@ class AttackBatch:
 class BitFlipAttack(Attack, ABC):
     """Base of the weight bit-flip attacks (family `bitflip`).
 
-    A subclass sets `needs_attack_images` when it needs images of its own (an attack batch, which
-    must not be the evaluation images) and implements `_prepare` (state drawn once: the attack batch
-    and its labels) and `_step` (the next bits to flip). `_objective` is the loss it drives, recorded
-    after every flip.
+    A subclass sets `needs_attack_images` (and `needs_attack_labels`) when it needs images of its own
+    (an attack batch, which must not be the evaluation images) and implements `_prepare` (state drawn
+    once: the attack batch and its labels) and `_step` (the next bits to flip). `_objective` is the
+    loss it drives, recorded after every flip; `_curves` what it measures besides the accuracy;
+    `_goal` when it is done.
+
+    `quantization` picks the step of the 8-bit grid (`quantize_int8`): `bfa`, `max|W| / 127` (the BFA
+    reference), or `tbfa`, `2 max|W| / 127` (the T-BFA reference's headroom: codes within +-64).
     """
 
     family: ClassVar[str] = "bitflip"
     access: ClassVar[Access] = "white-box"
     needs_attack_images: ClassVar[bool] = False
+    needs_attack_labels: ClassVar[bool] = False
 
     max_flips: int = param(20, ge=1, help="the budget: bits flipped at most")
-    target_accuracy: float | None = param(
-        None, ge=0, le=1, help="stop once the accuracy on the evaluation images is at most this; none: spend the budget"
+    quantization: Literal["bfa", "tbfa"] = param(
+        "bfa", help="8-bit step per layer: bfa, max|W|/127; tbfa, 2 max|W|/127 (headroom)"
     )
 
     @abstractmethod
-    def _prepare(self, q: QuantizedModel, victim: Victim, x_attack: Tensor | None, gen: torch.Generator) -> object:
+    def _prepare(
+        self, q: QuantizedModel, victim: Victim, x_attack: Tensor | None, y_attack: Tensor | None, gen: torch.Generator
+    ) -> object:
         """State drawn once before the first flip (the attack batch and its labels), passed to `_step`."""
 
     @abstractmethod
@@ -84,6 +92,15 @@ class BitFlipAttack(Attack, ABC):
         """Method-specific records (plain JSON types)."""
         return {}
 
+    def _curves(self, pred: Tensor, y: Tensor) -> dict[str, float]:
+        """What the attack measures besides the accuracy, from the predictions (N,) on the evaluation
+        images and their labels (N,), after every flip (a targeted attack's success rate)."""
+        return {}
+
+    def _goal(self, accuracy: list[float], curves: dict[str, list[float]]) -> str | None:
+        """Why the attack should stop now, given everything measured so far (None: go on)."""
+        return None
+
     @final
     def run(
         self,
@@ -92,6 +109,7 @@ class BitFlipAttack(Attack, ABC):
         y_eval: Tensor,
         *,
         x_attack: Tensor | None = None,
+        y_attack: Tensor | None = None,
         progress: ProgressFn | None = None,
     ) -> BitFlipResult:
         """Flip bits of an 8-bit copy of `victim`'s model and measure its accuracy after each flip.
@@ -102,7 +120,8 @@ class BitFlipAttack(Attack, ABC):
                 on them. They must not be the attack images.
             y_eval: their labels (N,).
             x_attack: images the attacker holds (M, C, H, W), for attacks that need them (`bfa` draws
-                its attack batch from them); no labels are needed (the model's own predictions are used).
+                its attack batch from them and labels it with the model's own predictions).
+            y_attack: their labels (M,), for attacks that need them (`t-bfa` picks the source class).
             progress: called after each flip.
         """
         victim.check_input(x_eval)
@@ -113,9 +132,13 @@ class BitFlipAttack(Attack, ABC):
             if x_attack is None:
                 raise DataError(f"{self.name} needs images of its own to attack with: pass x_attack")
             victim.check_input(x_attack)
+        if self.needs_attack_labels and (
+            not isinstance(y_attack, Tensor) or x_attack is None or y_attack.shape != (x_attack.shape[0],)
+        ):
+            raise DataError(f"{self.name} needs the labels of its attack images: pass y_attack, a tensor (M,)")
         start = time.perf_counter()
         x_eval, y_eval = x_eval.to(victim.device), y_eval.to(victim.device, torch.long)
-        q = quantize_int8(victim.model)
+        q = quantize_int8(victim.model, scheme=self.quantization)
         quantized = Victim(
             q.model,
             input_shape=victim.input_shape,
@@ -124,19 +147,27 @@ class BitFlipAttack(Attack, ABC):
             device=victim.device,
         )
 
-        def accuracy(v: Victim) -> float:
-            return float((v.predict(x_eval) == y_eval).double().mean())
+        acc: list[float] = []
+        curves: dict[str, list[float]] = {}
 
-        float_accuracy = accuracy(victim)
+        def measure() -> None:
+            pred = quantized.predict(x_eval)
+            acc.append(float((pred == y_eval).double().mean()))
+            for k, v in self._curves(pred, y_eval).items():
+                curves.setdefault(k, []).append(v)
+
+        float_accuracy = float((victim.predict(x_eval) == y_eval).double().mean())
         gen = make_generator(self.seed)
-        state = self._prepare(q, quantized, None if x_attack is None else x_attack.to(victim.device), gen)
-        acc, losses = [accuracy(quantized)], [self._objective(q, state)]
+        on_device = [None if t is None else t.to(victim.device) for t in (x_attack, y_attack)]
+        state = self._prepare(q, quantized, on_device[0], on_device[1], gen)
+        measure()
+        losses = [self._objective(q, state)]
         flips: list[BitFlip] = []
         steps: list[int] = []  # flips committed per step (BFA's progressive n)
         stop = "max_flips"
         while len(flips) < self.max_flips:
-            if self.target_accuracy is not None and acc[-1] <= self.target_accuracy:
-                stop = "target_accuracy"
+            if reason := self._goal(acc, curves):
+                stop = reason
                 break
             proposal = self._step(q, state, self.max_flips - len(flips), gen)
             if not proposal:
@@ -146,11 +177,11 @@ class BitFlipAttack(Attack, ABC):
             steps.append(len(proposal))
             for layer, index, bit in proposal:
                 flips.append(q.flip(layer, index, bit))
-                acc.append(accuracy(quantized))
+                measure()
                 losses.append(self._objective(q, state))
                 report(progress, self.name, len(flips), self.max_flips, accuracy=acc[-1])
-        if stop == "max_flips" and self.target_accuracy is not None and acc[-1] <= self.target_accuracy:
-            stop = "target_accuracy"
+        if stop == "max_flips" and (reason := self._goal(acc, curves)):
+            stop = reason
         warnings = []
         if float_accuracy - acc[0] > QUANTIZATION_TOLERANCE:
             warnings.append(
@@ -171,6 +202,7 @@ class BitFlipAttack(Attack, ABC):
             layers={name: layer.numel for name, layer in q.layers.items()},
             flips=tuple(flips),
             accuracy=tuple(acc),
+            curves={k: tuple(v) for k, v in curves.items()},
             loss=loss,
             float_accuracy=float_accuracy,
             hamming=q.hamming(),

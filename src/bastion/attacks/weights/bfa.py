@@ -9,36 +9,14 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from bastion.attacks.base import register_attack
+from bastion.attacks.weights._ranking import rank_bits
 from bastion.attacks.weights.base import AttackBatch, BitFlipAttack, Proposal
-from bastion.attacks.weights.quantize import BIT_VALUES, QuantizedModel, bits_of
+from bastion.attacks.weights.quantize import QuantizedModel
 from bastion.core.errors import DataError
 from bastion.core.params import param
 from bastion.core.victim import Victim
 
-__all__ = ["BFA", "rank_bits"]
-
-
-def rank_bits(grad: Tensor, codes: Tensor, k: int, *, raise_loss: bool = True) -> tuple[Tensor, Tensor]:
-    """A layer's bits ranked by how much flipping each moves the loss, to first order.
-
-    Takes the `k` weights of largest |dL/dv| (`grad` and `codes`, flattened, (W,)); the bit-gradient of
-    bit i of a weight is `dL/dv * s_i` with `s_i = 2^i` and `s_7 = -128` (two's complement). A bit is
-    eligible when its flip moves the loss the wanted way (up when `raise_loss`): a 0 bit with a positive
-    bit-gradient, or a 1 bit with a negative one (reference `attack/BFA.py`, `flip_bit`, steps 2-4).
-
-    Returns:
-        The eligible bits as (flat weight index (E,), bit (E,)), by decreasing |bit-gradient| (ties in
-        index order).
-    """
-    k = min(k, grad.numel())
-    top = grad.abs().topk(k).indices  # (k,)
-    bit_grad = grad[top, None] * BIT_VALUES.to(grad)  # (k, 8)
-    wanted = bit_grad if raise_loss else -bit_grad
-    bits = bits_of(codes[top])  # (k, 8)
-    eligible = ((bits == 0) & (wanted > 0)) | ((bits == 1) & (wanted < 0))
-    score = bit_grad.abs().masked_fill(~eligible, -1.0).flatten()  # (8k,)
-    order = score.argsort(descending=True, stable=True)[: int(eligible.sum())]
-    return top[order // 8], order % 8
+__all__ = ["BFA"]
 
 
 @register_attack("bfa")
@@ -54,7 +32,7 @@ class BFA(BitFlipAttack):
 
     1. `dL/dv` for every layer's int8 codes `v` (one forward and backward pass, eval mode).
     2. In-layer search: per layer, the `k_top` weights of largest |dL/dv|, their bits ranked by
-       |bit-gradient| among those whose flip raises L to first order (`rank_bits`); the layer's
+       |bit-gradient| among those whose flip raises L to first order (`_ranking.rank_bits`); the layer's
        candidate is its n best bits, n = 1 first.
     3. Cross-layer search: each layer's candidate is applied, L evaluated, and reverted; the layer with
        the largest L wins. If even that L does not exceed the current one, n grows by one and 2-3 are
@@ -79,10 +57,15 @@ class BFA(BitFlipAttack):
 
     needs_attack_images = True
 
+    target_accuracy: float | None = param(
+        None, ge=0, le=1, help="stop once the accuracy on the evaluation images is at most this; none: spend the budget"
+    )
     k_top: int = param(10, ge=1, help="weights per layer whose bits are ranked (largest |gradient|)")
     batch_size: int = param(128, ge=1, help="images in the attack batch, drawn once from the attacker's images")
 
-    def _prepare(self, q: QuantizedModel, victim: Victim, x_attack: Tensor | None, gen: torch.Generator) -> object:
+    def _prepare(
+        self, q: QuantizedModel, victim: Victim, x_attack: Tensor | None, y_attack: Tensor | None, gen: torch.Generator
+    ) -> object:
         assert x_attack is not None
         if x_attack.shape[0] < self.batch_size:
             raise DataError(
@@ -92,6 +75,11 @@ class BFA(BitFlipAttack):
         pick = torch.randperm(x_attack.shape[0], generator=gen)[: self.batch_size].to(x_attack.device)
         x = x_attack[pick]
         return AttackBatch(x, victim.predict(x))  # the model's own labels
+
+    def _goal(self, accuracy: list[float], curves: dict[str, list[float]]) -> str | None:
+        if self.target_accuracy is not None and accuracy[-1] <= self.target_accuracy:
+            return "target_accuracy"
+        return None
 
     def _objective(self, q: QuantizedModel, state: object) -> float | None:
         assert isinstance(state, AttackBatch)

@@ -6,6 +6,8 @@ Network with Progressive Bit Search", ICCV 2019; reference `elliothe/Neural_Netw
 layer (not biases, not batch-norm) are stored as int8 codes `v = round(clamp(W / scale, -127, 127))`
 with `scale = max|W| / 127` per layer, and the layer computes with `v * scale`. The scale is frozen
 once quantized: a flip changes one code, never the scale (recomputing it would rescale the layer).
+The T-BFA reference (`adnansirajrakin/T-BFA`, `module.py`) quantizes with twice that step,
+`scale = 2 max|W| / 127`, leaving the codes within +-64 (headroom): `scheme="tbfa"`.
 
 A code's bits are its two's-complement byte, `v = -128 b7 + sum_{i<7} 2^i b_i`: flipping bit i < 7
 moves v by +2^i (0 -> 1) or -2^i (1 -> 0), and the sign bit moves it by -128 (0 -> 1) or +128
@@ -19,16 +21,18 @@ import copy
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from torch import Tensor, nn
 
-from bastion.core.errors import ModelError
+from bastion.core.errors import ConfigError, ModelError
 from bastion.core.results import BitFlip
 
 __all__ = ["BIT_VALUES", "QuantLayer", "QuantizedModel", "bits_of", "flip_codes", "popcount", "quantize_int8"]
 
 QUANTIZED_TYPES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+Scheme = Literal["bfa", "tbfa"]
 _BIT_VALUES = (1, 2, 4, 8, 16, 32, 64, -128)
 BIT_VALUES = torch.tensor(_BIT_VALUES, dtype=torch.float32)  # (8,): what setting bit i adds to the code
 _MASKS = torch.tensor([1 << i for i in range(8)], dtype=torch.uint8)  # (8,)
@@ -93,6 +97,7 @@ class QuantizedModel:
         model: the float model (a `Victim`'s `model`); deep-copied, then every convolution and linear
             weight of the copy is quantized. Layers whose weights are all zero have no scale and stay
             as they are (they are not attacked).
+        scheme: `bfa`, step `max|W| / 127` (the BFA reference); `tbfa`, `2 max|W| / 127` (T-BFA's).
 
     Attributes:
         model: the quantized copy, in eval mode. Only the quantized weights require gradients (a
@@ -100,7 +105,9 @@ class QuantizedModel:
         layers: the quantized layers by module name, in module order.
     """
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: nn.Module, scheme: Scheme = "bfa") -> None:
+        if scheme not in ("bfa", "tbfa"):
+            raise ConfigError(f"quantization scheme must be 'bfa' or 'tbfa'; got {scheme!r}")
         if not isinstance(model, nn.Module):
             raise ModelError(f"quantization needs a torch.nn.Module; got {type(model).__name__}")
         try:
@@ -122,7 +129,7 @@ class QuantizedModel:
                 top = w.detach().abs().max()
                 if top == 0:
                     continue
-                scale = top / 127
+                scale = top / 127 if scheme == "bfa" else 2 * top / 127
                 codes = torch.round(torch.clamp(w / scale, -127, 127)).to(torch.int8)
                 w.copy_(codes.to(w.dtype) * scale)
             w.requires_grad_(True)
@@ -175,6 +182,6 @@ class QuantizedModel:
         return q.codes.to(q.weight.dtype) * q.scale
 
 
-def quantize_int8(model: nn.Module) -> QuantizedModel:
+def quantize_int8(model: nn.Module, *, scheme: Scheme = "bfa") -> QuantizedModel:
     """An 8-bit copy of `model` (see `QuantizedModel`); `model` itself is left as it was."""
-    return QuantizedModel(model)
+    return QuantizedModel(model, scheme)

@@ -36,7 +36,9 @@ class RandomFlip(BitFlipAttack):
 
     draw: Literal["bits", "layer"] = param("bits", help="bits: uniform over all weight bits; layer: a layer first")
 
-    def _prepare(self, q: QuantizedModel, victim: Victim, x_attack: Tensor | None, gen: torch.Generator) -> object:
+    def _prepare(
+        self, q: QuantizedModel, victim: Victim, x_attack: Tensor | None, y_attack: Tensor | None, gen: torch.Generator
+    ) -> object:
         return set()  # the (layer, index, bit) already flipped
 
     def _step(self, q: QuantizedModel, state: object, budget: int, gen: torch.Generator) -> Proposal:
