@@ -39,6 +39,7 @@ def test_bitflip_scenarios_store_report_gate_and_match_the_command(tmp_path: Pat
     plan = tmp_path / "bits.yaml"
     plan.write_text(PLAN)
     url = f"sqlite:///{tmp_path / 'a.db'}"
+    checkpoint_before = DIGITS.read_bytes()
     runner = CliRunner()
     audit = runner.invoke(
         app, ["audit", "-c", str(DIGITS), "--plan", str(plan), "--db", url, "-o", str(tmp_path / "r")]
@@ -96,6 +97,7 @@ def test_bitflip_scenarios_store_report_gate_and_match_the_command(tmp_path: Pat
     )
     assert cli.exit_code == 0, cli.stderr
     assert "bit flips on small_cnn-digits.safetensors: 200 test images" in cli.stdout
+    assert DIGITS.read_bytes() == checkpoint_before  # the flips hit a copy: the checkpoint file is untouched
     record = json.loads((tmp_path / "b.json").read_text())["scenarios"][0]
     assert {k: v for k, v in record["metrics"].items() if k != "seconds"} == {
         k: v for k, v in m.items() if k != "seconds"

@@ -154,8 +154,8 @@ class QuantizedModel:
         """The distinct flat indices among `index` (M,) and their codes once every (index, bit) pair
         is flipped (two bits of one weight both flip), without applying them."""
         q = self.layers[layer]
-        unique, inverse = torch.unique(index, return_inverse=True)
-        masks = torch.zeros(unique.numel(), dtype=torch.uint8, device=index.device)
+        unique, inverse = torch.unique(index.to(q.codes.device), return_inverse=True)
+        masks = torch.zeros(unique.numel(), dtype=torch.uint8, device=q.codes.device)
         for j, b in zip(inverse.tolist(), bits.tolist(), strict=True):  # M is a handful of bits
             masks[j] ^= 1 << b
         codes = (q.codes.view(-1)[unique].view(torch.uint8) ^ masks).view(torch.int8)
