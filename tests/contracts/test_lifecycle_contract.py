@@ -1,6 +1,6 @@
-"""One battery over every registered membership attack and OOD detector: scores are finite and
-reproducible, each membership candidate costs exactly one query, the model is left as it was, and the
-record is plain JSON."""
+"""One battery over every registered membership attack, OOD detector and bit-flip attack: scores are
+finite and reproducible, each membership candidate costs exactly one query, a bit flip is one bit and
+the Hamming distance counts them, the model is left as it was, and the record is plain JSON."""
 
 import json
 
@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 import bastion.attacks.privacy
+import bastion.attacks.weights
 import bastion.defenses  # noqa: F401  (registers the detectors)
 from bastion.core import ATTACKS, DEFENSES, Victim
 from bastion.data import Dataset
@@ -44,5 +45,26 @@ def test_ood_detector_contract(name: str, digits_model: nn.Module, digits_data: 
     assert result.scores.shape == (65,) and int(result.positive.sum()) == 40
     assert bool(torch.isfinite(result.scores).all())
     assert torch.equal(detector.run(victim, x_id, x_ood, state=state).scores, result.scores)
+    assert not digits_model.training and all(torch.equal(before[k], v) for k, v in digits_model.state_dict().items())
+    json.dumps(result.to_dict(), allow_nan=False)
+
+
+@pytest.mark.parametrize("name", ATTACKS.names("bitflip"))
+def test_bitflip_contract(name: str, digits_model: nn.Module, digits_data: Dataset) -> None:
+    before = {k: v.clone() for k, v in digits_model.state_dict().items()}
+    victim = Victim(digits_model, input_shape=(1, 8, 8))
+    x, y = digits_data.x_test[:60], digits_data.y_test[:60]
+    cls = ATTACKS.get(name)
+    attack = cls(max_flips=4, seed=3, **({"batch_size": 32} if "batch_size" in cls.__dataclass_fields__ else {}))
+    x_attack, y_attack = (
+        (digits_data.x_train[:100], digits_data.y_train[:100]) if attack.needs_attack_images else (None, None)
+    )
+    result = attack.run(victim, x, y, x_attack=x_attack, y_attack=y_attack)
+    assert attack.family == "bitflip" and result.method == name
+    assert result.n_flips == 4 == result.hamming and len(result.accuracy) == 5
+    assert all(bin((f.before ^ f.after) & 0xFF).count("1") == 1 and f.bit in range(8) for f in result.flips)
+    assert all(0 <= f.index < result.layers[f.layer] for f in result.flips)
+    assert all(0.0 <= a <= 1.0 for a in result.accuracy) and result.n_eval == 60
+    assert attack.run(victim, x, y, x_attack=x_attack, y_attack=y_attack).flips == result.flips
     assert not digits_model.training and all(torch.equal(before[k], v) for k, v in digits_model.state_dict().items())
     json.dumps(result.to_dict(), allow_nan=False)

@@ -4,6 +4,7 @@ applies a plan and stores each result."""
 import bastion.attacks.evasion
 import bastion.attacks.poisoning
 import bastion.attacks.privacy
+import bastion.attacks.weights
 import bastion.defenses  # noqa: F401  (register what plans name: attacks, OOD detectors, post-processors)
 from bastion.audit.kinds import KINDS, Scenario, ScenarioKind, ScenarioResult, presenters
 from bastion.audit.plan import Plan, builtin_plans, load_plan, parse_plan

@@ -27,13 +27,16 @@ from bastion.cli._common import (
     out,
     progress_bar,
 )
-from bastion.core.errors import ConfigError
+from bastion.core.errors import ConfigError, UnknownNameError
 from bastion.core.params import parse_eps, parse_params
 from bastion.core.random import random_targets
 from bastion.core.registry import ATTACKS
 from bastion.core.results import AttackResult
 from bastion.core.threat import ThreatModel
 from bastion.defenses.postprocess import PostProcess, build_postprocessors
+
+# The other families' commands: `bastion attack NAME` runs evasion attacks only.
+_FAMILY_COMMANDS = {"membership": "mia", "backdoor": "poison", "bitflip": "bitflip"}
 
 # Default budgets when --eps is not given: the literature's standard radii per image shape.
 _DEFAULT_EPS = {("linf", 1): 0.3, ("linf", 3): 8 / 255, ("l2", 1): 2.0, ("l2", 3): 0.5}
@@ -89,7 +92,16 @@ def attack(
     quiet: QuietOpt = False,
 ) -> None:
     """Attack a model's first N test images; print robust accuracy, norms, queries and warnings."""
-    cls = ATTACKS.get(name, family="evasion")  # the other families have their own commands (mia, poison)
+    try:
+        cls = ATTACKS.get(name, family="evasion")  # the other families have their own commands
+    except UnknownNameError:
+        family = ATTACKS.family(name) if name in ATTACKS else ""
+        if family not in _FAMILY_COMMANDS:
+            raise
+        raise UnknownNameError(
+            f"{name} is not an evasion attack ({name!r} is in the {family} family): run it with "
+            f"`bastion {_FAMILY_COMMANDS[family]} {name}`"
+        ) from None
     kwargs = parse_params(cls, params or [])
     if n < 1:
         raise ConfigError(f"--n must be at least 1; got {n}")

@@ -1,7 +1,8 @@
-"""`bastion mia`, `bastion ood` and `bastion poison`: one family's scenarios on a model, outside an audit.
+"""`bastion mia`, `bastion ood`, `bastion poison` and `bastion bitflip`: one family's scenarios on a
+model, outside an audit.
 
-They run exactly what an audit's `membership`, `ood` and `backdoor` scenarios run (the same kind, the
-same samples), print a table and, with --json, write every scenario's record.
+They run exactly what an audit's `membership`, `ood`, `backdoor` and `bitflip` scenarios run (the same
+kind, the same samples), print a table and, with --json, write every scenario's record.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from bastion._atomic import write_json
 from bastion.audit import KINDS, AuditTarget, Scenario
 from bastion.audit.kinds import MethodParams
 from bastion.audit.kinds.backdoor import BackdoorSettings, unknown_detector
+from bastion.audit.kinds.bitflip import BitFlipSettings
 from bastion.audit.kinds.ood import SETS, OODSettings
 from bastion.cli._common import (
     BoundsOpt,
@@ -277,3 +279,63 @@ def poison(
     for d, found in record["detectors"].items():
         blocks.append((list(found["metrics"]), [(d, found["metrics"])]))
     _report(blocks, header, rows, target, json_out)
+
+
+def bitflip(
+    name: Annotated[str, typer.Argument(help="bit-flip attack (`bastion list attacks`, family bitflip)")],
+    params: Annotated[
+        list[str] | None,
+        typer.Argument(help="the attack's parameters as key=value, e.g. max_flips=30", show_default=False),
+    ] = None,
+    checkpoint: CheckpointOpt = None,
+    data: DataOpt = None,
+    model: ModelOpt = None,
+    weights: WeightsOpt = None,
+    mean: MeanOpt = None,
+    std: StdOpt = None,
+    bounds: BoundsOpt = "0,1",
+    logits_key: LogitsKeyOpt = None,
+    n: Annotated[int, typer.Option("--n", help="test images the accuracy is measured on after every flip")] = 500,
+    baseline: Annotated[bool, typer.Option(help="also flip as many random bits, for comparison")] = True,
+    seed: Annotated[int, typer.Option(help="seeds the attack batch and the random flips")] = 0,
+    data_root: DataRootOpt = None,
+    device: DeviceOpt = "auto",
+    json_out: JsonOpt = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Bit flips: how many flipped weight bits does it take to break the model, quantized to 8 bits?
+
+    Quantizes a copy of the model per layer to 8 bits (the model and its file are not changed), lets
+    the attack flip bits one at a time (`bfa` aims them with the gradient, on a batch of training
+    images), and measures the accuracy on the first N test images after each flip; with --baseline,
+    the same number of random flips beside it. Prints the float, 8-bit and final accuracy and the
+    flips (the Hamming distance to the original weights).
+    """
+    cls = ATTACKS.get(name, family="bitflip")
+    kwargs = parse_params(cls, params or [])
+    cls(**kwargs)  # checks the parameters before the model loads
+    if n < 1:
+        raise ConfigError(f"--n must be at least 1; got {n}")
+    target = audit_target(
+        checkpoint=checkpoint,
+        model=model,
+        weights=weights,
+        mean=mean,
+        std=std,
+        bounds=bounds,
+        logits_key=logits_key,
+        data=data,
+        data_root=data_root,
+        ood_data=None,
+        device=device,
+    )
+    settings = BitFlipSettings(params=kwargs, baseline=baseline and name != "random-flip")
+    rows = _run("bitflip", [Scenario(name, "bitflip", name, n, settings)], target, seed, quiet)
+    record = rows[0]["record"]
+    header = (
+        f"[bold]bit flips[/bold] on {target.model_name}: {record['n_eval']} test images, "
+        f"{record['bits_total']:,} weight bits in {len(record['layers'])} layers, stopped at {record['stop']}"
+    )
+    columns = ["float_accuracy", "quantized_accuracy", "accuracy", "flips", "random_accuracy"]
+    columns += [c for c in ("asr", "other_accuracy") if c in rows[0]["metrics"]]  # a targeted attack
+    _report([(columns, [(name, rows[0]["metrics"])])], header, rows, target, json_out)

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from torch import Tensor
 
 from bastion.core import metrics
 from bastion.core.threat import Access, ThreatModel
 
-__all__ = ["AttackResult", "DetectionResult", "PoisonResult", "perturbation_norms"]
+__all__ = ["AttackResult", "BitFlip", "BitFlipResult", "DetectionResult", "PoisonResult", "perturbation_norms"]
 
 
 def perturbation_norms(x: Tensor, x_adv: Tensor) -> dict[str, Tensor]:
@@ -272,5 +272,114 @@ class PoisonResult:
                 "movable": self.movable.tolist(),
                 "pred_triggered": self.pred_triggered.tolist(),
             },
+            "extra": dict(self.extra),
+        }
+
+
+class BitFlip(NamedTuple):
+    """One flipped bit of an 8-bit weight: the layer (its module name), the weight's index in the
+    flattened weight tensor, the bit (0 = least significant, 7 = the two's-complement sign bit), and
+    the weight's int8 code before and after."""
+
+    layer: str
+    index: int
+    bit: int
+    before: int
+    after: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class BitFlipResult:
+    """What a bit-flip attack did to an 8-bit quantized copy of a model.
+
+    The accuracy is measured on evaluation images the attack never saw (its own attack batch, where it
+    has one, is drawn elsewhere), by re-running the flipped model: never reported by the attack.
+
+    Attributes:
+        method: the registered name of the attack.
+        params: its hyperparameters (plain JSON types).
+        seed: the seed of its generator.
+        layers: the quantized layers (module name -> number of weights), in module order.
+        flips: the bits flipped, in order.
+        accuracy: accuracy on the evaluation images of the quantized model before any flip, then after
+            each flip (len(flips) + 1 values).
+        curves: what the attack measures besides the accuracy, at the same points (a targeted attack's
+            `asr`, its `other_accuracy`).
+        loss: the attack's loss on its attack batch before any flip, then after each flip (same
+            length as `accuracy`); None for an attack without an objective (random flips).
+        float_accuracy: accuracy of the original (float) model on the same images.
+        hamming: bits that differ between the original and the attacked int8 weights; equals the number
+            of flips unless a bit was flipped twice.
+        n_eval: evaluation images.
+        n_attack: images in the attack batch (0 for an attack that needs none).
+        stop: why the attack stopped: `max_flips`, `target_accuracy` or `no_gain` (no flip within the
+            budget raises the attack's objective).
+        seconds: wall time of quantization, attack and measurement.
+        warnings: findings that cast doubt on the numbers.
+        extra: method-specific records (plain JSON types).
+    """
+
+    method: str
+    params: dict[str, Any]
+    seed: int
+    layers: dict[str, int]
+    flips: tuple[BitFlip, ...]
+    accuracy: tuple[float, ...]
+    loss: tuple[float, ...] | None
+    float_accuracy: float
+    hamming: int
+    n_eval: int
+    n_attack: int
+    stop: str
+    seconds: float
+    curves: dict[str, tuple[float, ...]] = field(default_factory=dict)
+    warnings: tuple[str, ...] = ()
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def quantized_accuracy(self) -> float:
+        """Accuracy of the 8-bit model before any flip."""
+        return self.accuracy[0]
+
+    @property
+    def final_accuracy(self) -> float:
+        """Accuracy after the last flip."""
+        return self.accuracy[-1]
+
+    @property
+    def n_flips(self) -> int:
+        return len(self.flips)
+
+    @property
+    def bits_total(self) -> int:
+        """Bits of the quantized weights: what the attacker could have flipped."""
+        return 8 * sum(self.layers.values())
+
+    def flips_to(self, accuracy: float) -> int | None:
+        """The fewest flips after which the accuracy was at most `accuracy` (None when never)."""
+        return next((i for i, a in enumerate(self.accuracy) if a <= accuracy), None)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "method": self.method,
+            "params": dict(self.params),
+            "seed": self.seed,
+            "n_eval": self.n_eval,
+            "n_attack": self.n_attack,
+            "float_accuracy": self.float_accuracy,
+            "quantized_accuracy": self.quantized_accuracy,
+            "accuracy": self.final_accuracy,
+            "flips": self.n_flips,
+            "hamming": self.hamming,
+            "bits_total": self.bits_total,
+            "stop": self.stop,
+            "seconds": self.seconds,
+            "warnings": list(self.warnings),
+            "layers": dict(self.layers),
+            **{k: _json_float(v[-1]) for k, v in self.curves.items()},
+            "accuracy_curve": list(self.accuracy),
+            "curves": {k: [_json_float(x) for x in v] for k, v in self.curves.items()},
+            "loss_curve": None if self.loss is None else [v if math.isfinite(v) else None for v in self.loss],
+            "bit_flips": [f._asdict() for f in self.flips],
             "extra": dict(self.extra),
         }

@@ -10,6 +10,7 @@ from bastion.audit.kinds.base import (
     presenters,
     register_kind,
 )
+from bastion.audit.kinds.bitflip import BitFlipKind
 from bastion.audit.kinds.evasion import EvasionKind
 from bastion.audit.kinds.membership import MembershipKind
 from bastion.audit.kinds.ood import OODKind
@@ -17,6 +18,7 @@ from bastion.audit.kinds.ood import OODKind
 __all__ = [
     "KINDS",
     "BackdoorKind",
+    "BitFlipKind",
     "EvasionKind",
     "MembershipKind",
     "MethodParams",
