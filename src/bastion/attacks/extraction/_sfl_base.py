@@ -150,8 +150,9 @@ def rotate(x: Tensor, degrees: float, gen: torch.Generator) -> Tensor:
 
 
 def augment(x: Tensor, gen: torch.Generator, *, flip: bool) -> Tensor:
-    """The reference's training augmentation: 4-pixel pad-and-crop, (left-right flip,) rotation within 15 degrees."""
-    x = random_crop(x, 4, gen)
+    """The reference's training augmentation: pad-and-crop (4 pixels at side 32, scaled with the side: 1 at
+    side 8), left-right flip (optional), rotation within 15 degrees."""
+    x = random_crop(x, max(1, round(x.shape[-1] / 8)), gen)
     if flip:
         x = random_flip(x, gen)
     return rotate(x, 15.0, gen).clamp_(0, 1)

@@ -1,6 +1,8 @@
-"""`craft-me`: Craft-ME, the data-free attack of Li et al. (arXiv 2303.08581), reference
-`zlijingtao/SFL-MEA` (`old-commit`) `attacks/model_extraction_attack.py`, `prepare_steal_attack`,
-`Craft_option`."""
+"""`craft-me`: split-learning extraction on inputs crafted against the server (Li et al., arXiv 2303.08581).
+
+Reference `zlijingtao/SFL-MEA` (`old-commit`) `attacks/model_extraction_attack.py`, `prepare_steal_attack`,
+`Craft_option`.
+"""
 
 from __future__ import annotations
 

@@ -1,6 +1,8 @@
-"""`gan-me`: GAN-ME, the generator-based data-free attack of Li et al. (arXiv 2303.08581); reference
-`zlijingtao/SFL-MEA` (`old-commit`) `attacks/model_extraction_attack.py` (`train_generator`,
-`Generator_option`) and `models/architectures_torch.py` (`GeneratorC`)."""
+"""`gan-me`: split-learning extraction on a generator trained against the server (Li et al., arXiv 2303.08581).
+
+Reference `zlijingtao/SFL-MEA` (`old-commit`) `attacks/model_extraction_attack.py` (`train_generator`,
+`Generator_option`) and `models/architectures_torch.py` (`GeneratorC`).
+"""
 
 from __future__ import annotations
 

@@ -1,6 +1,8 @@
-"""`gm-me`: GM-ME, gradient matching, of Li et al. (arXiv 2303.08581); reference `zlijingtao/SFL-MEA`
-(`old-commit`) `attacks/model_extraction_attack.py`, `GM_option` in `prepare_steal_attack` and
-`steal_attack`."""
+"""`gm-me`: split-learning extraction by matching the server's gradients (Li et al., arXiv 2303.08581).
+
+Reference `zlijingtao/SFL-MEA` (`old-commit`) `attacks/model_extraction_attack.py`, `GM_option` in
+`prepare_steal_attack` and `steal_attack`.
+"""
 
 from __future__ import annotations
 

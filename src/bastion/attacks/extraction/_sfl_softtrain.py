@@ -1,6 +1,8 @@
-"""`softtrain-me`: SoftTrain-ME of Li et al. (arXiv 2303.08581): the attacker's own labelled data,
-soft labels read from the server's gradients. Reference `zlijingtao/SFL-MEA` (`old-commit`)
-`attacks/model_extraction_attack.py`, `SoftTrain_option` in `prepare_steal_attack` and `steal_attack`."""
+"""`softtrain-me`: split-learning extraction on own data with soft labels from gradients (Li et al., 2023).
+
+Li et al., arXiv 2303.08581. Reference `zlijingtao/SFL-MEA` (`old-commit`)
+`attacks/model_extraction_attack.py`, `SoftTrain_option` in `prepare_steal_attack` and `steal_attack`.
+"""
 
 from __future__ import annotations
 

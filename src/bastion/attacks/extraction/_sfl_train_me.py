@@ -1,5 +1,7 @@
-"""`train-me`: Train-ME, the baseline of Li et al. (arXiv 2303.08581) that uses no query at all:
-reference `zlijingtao/SFL-MEA` (`old-commit`) `attacks/model_extraction_attack.py`, `TrainME_option`."""
+"""`train-me`: split-learning extraction from the attacker's own data, no query (Li et al., arXiv 2303.08581).
+
+Reference `zlijingtao/SFL-MEA` (`old-commit`) `attacks/model_extraction_attack.py`, `TrainME_option`.
+"""
 
 from __future__ import annotations
 

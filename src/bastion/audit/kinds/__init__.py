@@ -14,6 +14,7 @@ from bastion.audit.kinds.bitflip import BitFlipKind
 from bastion.audit.kinds.evasion import EvasionKind
 from bastion.audit.kinds.membership import MembershipKind
 from bastion.audit.kinds.ood import OODKind
+from bastion.audit.kinds.split_extraction import SplitExtractionKind
 
 __all__ = [
     "KINDS",
@@ -26,6 +27,7 @@ __all__ = [
     "Scenario",
     "ScenarioKind",
     "ScenarioResult",
+    "SplitExtractionKind",
     "presenters",
     "register_kind",
 ]
