@@ -19,6 +19,7 @@ from bastion.attacks.extraction.sfl import (
     SoftTrainME,
     SplitExtractionAttack,
     SplitFed,
+    SplitModel,
     SplitOracle,
     TrainME,
     count_layers,
@@ -51,7 +52,7 @@ def test_every_registered_split_attack_is_tested() -> None:
 
 
 @pytest.fixture
-def digits_split(digits_model: nn.Module):  # type: ignore[no-untyped-def]
+def digits_split(digits_model: nn.Module) -> SplitModel:
     return split_model(copy.deepcopy(digits_model), 3, DIGITS)
 
 
@@ -113,7 +114,7 @@ def test_oracle_gradient_is_autograds_row_by_row() -> None:
     assert torch.allclose(g, manual, atol=1e-6)
 
 
-def test_oracle_counts_every_row_and_never_passes_its_budget(digits_split) -> None:  # type: ignore[no-untyped-def]
+def test_oracle_counts_every_row_and_never_passes_its_budget(digits_split: SplitModel) -> None:
     oracle = SplitOracle.offline(digits_split, budget=10)
     z = torch.randn(6, *digits_split.z_shape)
     oracle.grad(z, torch.zeros(6, dtype=torch.long))
@@ -148,7 +149,7 @@ def _reachable(obj: object, depth: int = 3) -> list[object]:
     return found
 
 
-def test_the_oracle_never_reveals_the_server(digits_split, digits_data: Dataset) -> None:  # type: ignore[no-untyped-def]
+def test_the_oracle_never_reveals_the_server(digits_split: SplitModel, digits_data: Dataset) -> None:
     fed = SplitFed(copy.deepcopy(digits_split.whole()), server_layers=3, input_shape=DIGITS,
                    clients=[(digits_data.x_train[:64], digits_data.y_train[:64])])  # fmt: skip
     for oracle in (SplitOracle.offline(digits_split, budget=100), fed.oracle(budget=100)):
@@ -202,7 +203,9 @@ def test_sfl_trains_and_the_online_server_keeps_changing(digits_data: Dataset) -
 
 
 @pytest.mark.parametrize("name", sorted(CHEAP))
-def test_each_attack_sends_exactly_the_queries_it_plans(name: str, digits_split, digits_data: Dataset) -> None:  # type: ignore[no-untyped-def]
+def test_each_attack_sends_exactly_the_queries_it_plans(
+    name: str, digits_split: SplitModel, digits_data: Dataset
+) -> None:
     cls = ATTACKS.get(name)
     attack: SplitExtractionAttack = cls(epochs=2, batch_size=32, flip=False, seed=1, **CHEAP[name])
     assert attack.family == "split-extraction"
@@ -229,7 +232,7 @@ def test_each_attack_sends_exactly_the_queries_it_plans(name: str, digits_split,
         assert short.queries == 0
 
 
-def test_bad_settings_are_refused(digits_split, digits_data: Dataset) -> None:  # type: ignore[no-untyped-def]
+def test_bad_settings_are_refused(digits_split: SplitModel, digits_data: Dataset) -> None:
     x, y = digits_data.x_test[:10], digits_data.y_test[:10]
     with pytest.raises(ConfigError, match="at least one query per class"):
         CraftME(budget=9).run(digits_split, x, y)
@@ -255,17 +258,18 @@ def test_soft_labels_follow_the_reference_formula() -> None:
 
 # --- the paper's claims at small scale -----------------------------------------------------------------
 @pytest.fixture(scope="module")
-def mnist_split():  # type: ignore[no-untyped-def]
+def mnist_split() -> SplitModel:
     """The shipped `small_cnn` on mnist5k (98.4% test accuracy) cut after conv2: S = pool2, fc1, fc2."""
     model, _ = load_checkpoint(FIXTURES / "small_cnn-mnist5k.safetensors")
     return split_model(model, 3, (1, 28, 28))
 
 
-def test_proxy_claims_on_mnist5k(mnist_split, mnist_data: Dataset) -> None:  # type: ignore[no-untyped-def]
+def test_proxy_claims_on_mnist5k(mnist_split: SplitModel, mnist_data: Dataset) -> None:
     """Train-ME with 10% of the training data keeps >= 0.9 of the victim's accuracy; GM-ME (on the 8x8
     digits upsampled, another source: the paper's CIFAR-100-for-CIFAR-10) beats Craft-ME at the same
     budget; all of them and SoftTrain-ME end far above the untrained surrogate. 20 epochs (the
-    reference: 200); numbers measured (seed 0): docs/split-learning.md."""
+    reference: 200). Measured (seed 0): Train-ME 94.0% (victim 98.4%), GM-ME 64.6%, Craft-ME 32.6%,
+    SoftTrain-ME 88.1%, untrained 6.4-12.4%; about 60 s on one core."""
     x, y = mnist_data.x_test, mnist_data.y_test
     own = {"x_own": mnist_data.x_train[:400], "y_own": mnist_data.y_train[:400]}  # 10% of 4,000
     aux = synthetic_set("digits", mnist_data.x_test, 1700, 0)
