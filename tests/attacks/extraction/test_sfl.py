@@ -283,3 +283,17 @@ def test_proxy_claims_on_mnist5k(mnist_split: SplitModel, mnist_data: Dataset) -
     for r in (train, gm, craft, soft):
         assert r.accuracy >= r.random_accuracy + 0.2 and r.fidelity >= r.random_fidelity + 0.2, r.method
     assert (gm.queries, craft.queries, soft.queries, train.queries) == (2000, 2000, 2000, 0)
+
+
+def test_keeping_the_best_epoch_reproduces_the_reference(digits_split: SplitModel, digits_data: Dataset) -> None:
+    """The reference keeps the epoch with the best test accuracy; bastion reports the last unless asked.
+    Same seed, same trajectory: the best epoch's accuracy is at least the last one's."""
+    x, y, own = (
+        digits_data.x_test,
+        digits_data.y_test,
+        {"x_own": digits_data.x_train[:100], "y_own": digits_data.y_train[:100]},
+    )
+    last = TrainME(epochs=6, batch_size=32, flip=False).run(digits_split, x, y, **own)
+    best = TrainME(epochs=6, batch_size=32, flip=False, keep="best-accuracy").run(digits_split, x, y, **own)
+    assert last.kept_epoch == 6 and 1 <= best.kept_epoch <= 6
+    assert best.accuracy >= last.accuracy and best.extra["loss"] == last.extra["loss"]
