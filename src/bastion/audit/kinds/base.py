@@ -12,6 +12,8 @@ in; the registered name's family is the kind.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -31,6 +33,7 @@ __all__ = [
     "ScenarioKind",
     "ScenarioResult",
     "method_params",
+    "model_key",
     "presenters",
     "register_kind",
 ]
@@ -72,6 +75,14 @@ def method_params(entry: Entry, cls: type) -> list[tuple[str, MethodParams]]:
     params = entry.params(cls)
     entry.construct(cls, **params)  # the method checks its own parameters
     return [("", MethodParams(params=params))]
+
+
+def model_key(target: AuditTarget, scenario: Scenario, seed: int) -> str:
+    """Names a model a scenario trains, for its checkpoint beside the run: the audited model, its data, the
+    scenario (every setting) and the seed; `KEY-<16 hex digits>`."""
+    key = {"model": target.model_sha256, "data": target.data, "spec": scenario.spec(), "seed": seed}
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+    return f"{scenario.key}-{digest}"
 
 
 @dataclass(frozen=True)
