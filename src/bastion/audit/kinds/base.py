@@ -21,8 +21,9 @@ from typing import Any, ClassVar
 
 from bastion.audit.schema import Entry
 from bastion.audit.target import AuditTarget
+from bastion.core.errors import did_you_mean
 from bastion.core.progress import ProgressFn
-from bastion.core.registry import Registry
+from bastion.core.registry import RECIPES, Registry
 from bastion.report import Card, Section
 from bastion.store import Artifact, ResultRow
 
@@ -32,10 +33,12 @@ __all__ = [
     "Scenario",
     "ScenarioKind",
     "ScenarioResult",
+    "clean_model_key",
     "method_params",
     "model_key",
     "presenters",
     "register_kind",
+    "unknown_recipe",
 ]
 
 
@@ -83,6 +86,23 @@ def model_key(target: AuditTarget, scenario: Scenario, seed: int) -> str:
     key = {"model": target.model_sha256, "data": target.data, "spec": scenario.spec(), "seed": seed}
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
     return f"{scenario.key}-{digest}"
+
+
+def unknown_recipe(name: str) -> str | None:
+    """Why `name` is not a training recipe (`bastion list recipes`), or None when it is one."""
+    known = RECIPES.names()
+    if name in known:
+        return None
+    hint = did_you_mean(name, known) or f" The recipes are {', '.join(known)}."
+    return f"unknown training recipe {name!r}.{hint}"
+
+
+def clean_model_key(target: AuditTarget, recipe: str, seed: int) -> str:
+    """Names a model trained with another `recipe` on the audited model's clean training set (an
+    adversarially trained reference or surrogate): every scenario that needs it shares it."""
+    key = {"model": target.model_sha256, "data": target.data, "recipe": recipe, "seed": seed, "n": target.n_members}
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+    return f"clean-{recipe}-{digest}"
 
 
 @dataclass(frozen=True)

@@ -25,8 +25,6 @@ size), `seconds`. See docs/audits.md and docs/protection.md.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -35,12 +33,21 @@ from typing import Any
 from torch import Tensor, nn
 
 from bastion.attacks.poisoning.protect import DataProtection, perturbation_size
-from bastion.audit.kinds.base import Scenario, ScenarioKind, ScenarioResult, method_params, model_key, register_kind
+from bastion.audit.kinds.base import (
+    Scenario,
+    ScenarioKind,
+    ScenarioResult,
+    clean_model_key,
+    method_params,
+    model_key,
+    register_kind,
+    unknown_recipe,
+)
 from bastion.audit.schema import Entry
 from bastion.audit.target import AuditTarget
-from bastion.core.errors import ConfigError, did_you_mean
+from bastion.core.errors import ConfigError
 from bastion.core.progress import ProgressFn
-from bastion.core.registry import ATTACKS, RECIPES
+from bastion.core.registry import ATTACKS
 from bastion.core.results import ProtectionResult
 from bastion.core.victim import Victim
 from bastion.report import Card, Section, Table, level_of, pct
@@ -70,12 +77,8 @@ class ProtectionSettings:
 
 
 def adversarial_recipe(name: str) -> str | None:
-    """Why `name` is not a training recipe (or `none`), or None when it is one."""
-    known = RECIPES.names()
-    if name == NONE or name in known:
-        return None
-    hint = did_you_mean(name, known) or f" The recipes are {', '.join(known)}, or none."
-    return f"unknown training recipe {name!r}.{hint}"
+    """Why `name` is neither a training recipe nor `none`, or None when it is one of them."""
+    return None if name == NONE else unknown_recipe(name)
 
 
 @register_kind
@@ -123,7 +126,7 @@ class ProtectionKind(ScenarioKind):
                 y_train,
                 seed=seed,
                 progress=progress,
-                cache_key=_clean_key(target, st.adversarial, seed),
+                cache_key=clean_model_key(target, st.adversarial, seed),
                 recipe=recipe,
             )
             accuracy["adversarial"] = _accuracy(target, adv, x, y)
@@ -252,10 +255,3 @@ def _worst_accuracy(r: ResultRow) -> float:
     """The best an appropriator did: the higher of the two regimes' accuracies."""
     adv = r.metrics["adv_accuracy"]
     return r.metrics["accuracy"] if adv is None else max(r.metrics["accuracy"], adv)
-
-
-def _clean_key(target: AuditTarget, recipe: str, seed: int) -> str:
-    """Names the model trained adversarially on the clean set (shared by the scenarios that use `recipe`)."""
-    key = {"model": target.model_sha256, "data": target.data, "recipe": recipe, "seed": seed, "n": target.n_members}
-    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
-    return f"clean-{recipe}-{digest}"
