@@ -29,7 +29,11 @@ def test_builtin_plans_load_and_full_covers_every_attack() -> None:
     assert {s.method for s in full if s.kind == "backdoor"} == set(ATTACKS.names("backdoor"))
     assert {s.method for s in full if s.kind == "bitflip"} == set(ATTACKS.names("bitflip"))
     assert {s.method for s in full if s.kind == "split-extraction"} == set(ATTACKS.names("split-extraction"))
-    assert {s.kind for s in plans["standard"].scenarios} == {"evasion", "membership", "ood", "backdoor", "bitflip"}
+    assert {s.method for s in full if s.kind == "protection"} == set(ATTACKS.names("protection"))
+    screened = {d for s in full if s.kind == "backdoor" for d in s.settings.detectors}
+    assert screened == set(DEFENSES.names("backdoor-input")) | set(DEFENSES.names("backdoor-data"))
+    kinds = {"evasion", "membership", "ood", "backdoor", "bitflip", "protection"}
+    assert {s.kind for s in plans["standard"].scenarios} == kinds
     assert {s.kind for s in plans["quick"].scenarios} == {"evasion"}  # quick stays a few minutes
     quick = plans["quick"]
     assert "pgd" in {s.key for s in quick.scenarios} and quick.n_max == 500

@@ -3,6 +3,7 @@ applies a plan and stores each result."""
 
 import bastion.attacks.evasion
 import bastion.attacks.poisoning
+import bastion.attacks.poisoning.protect
 import bastion.attacks.privacy
 import bastion.attacks.weights
 import bastion.defenses  # noqa: F401  (register what plans name: attacks, OOD detectors, post-processors)

@@ -11,6 +11,7 @@ from torch import Tensor, nn
 
 from bastion.core.errors import ConfigError
 from bastion.core.progress import ProgressFn
+from bastion.core.random import seed_everything
 from bastion.core.victim import Victim
 from bastion.data import Dataset
 from bastion.models import CheckpointMeta, load_checkpoint, save_checkpoint
@@ -75,6 +76,14 @@ class AuditTarget:
         total = self.dataset.x_train.shape[0]
         return total if self.train_n is None else min(self.train_n, total)
 
+    def build_fresh(self, seed: int) -> nn.Module:
+        """An untrained model of the audited model's architecture, initialised from `seed`, on its device:
+        where a method that trains a model its own way starts (a data protection's surrogate)."""
+        if self.trainer is None:
+            raise ConfigError(f"{self.model_name} cannot be rebuilt: its architecture is unknown")
+        seed_everything(seed)
+        return CheckpointMeta.from_dict(self.model_meta, source=self.model_name).build().to(self.victim.device)
+
     def train_fresh(
         self,
         x: Tensor,
@@ -84,11 +93,13 @@ class AuditTarget:
         progress: ProgressFn | None = None,
         cache_key: str | None = None,
         batch: BatchFn | None = None,
+        recipe: dict[str, Any] | None = None,
     ) -> nn.Module:
         """A fresh model trained on (x, y) with the audited model's architecture and recipe, in eval mode.
 
         `batch` edits every training batch as it is drawn (`bastion.train.Hooks.batch`): how a
-        training-control attack (WaNet) poisons training afresh each step.
+        training-control attack (WaNet) poisons training afresh each step. `recipe` (`{"name":
+        "fgsm-rs"}`) trains with another recipe, at its own defaults, instead of the audited model's.
 
         With a `cache_key` and a `model_dir`, the model is kept there as `cache_key.safetensors` and read
         back instead of trained again (a resumed audit); the key must name everything that shapes it.
@@ -99,7 +110,9 @@ class AuditTarget:
         if path is not None and path.is_file():
             model, _ = load_checkpoint(path, device=self.victim.device)
             return model
-        extra = {} if batch is None else {"batch": batch}
+        extra: dict[str, Any] = {} if batch is None else {"batch": batch}
+        if recipe is not None:
+            extra["recipe"] = recipe
         model = self.trainer(x, y, seed=seed, progress=progress, **extra)
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)

@@ -1,8 +1,9 @@
-"""`bastion mia`, `bastion ood`, `bastion poison`, `bastion bitflip` and `bastion sfl-extract`: one
-family's scenarios on a model, outside an audit.
+"""`bastion mia`, `bastion ood`, `bastion poison`, `bastion protect`, `bastion bitflip` and
+`bastion sfl-extract`: one family's scenarios on a model, outside an audit.
 
-They run exactly what an audit's `membership`, `ood`, `backdoor`, `bitflip` and `split-extraction`
-scenarios run (the same kind, the same samples), print a table and, with --json, write every scenario's record.
+They run exactly what an audit's `membership`, `ood`, `backdoor`, `protection`, `bitflip` and
+`split-extraction` scenarios run (the same kind, the same samples), print a table and, with --json,
+write every scenario's record.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from bastion.audit.kinds import MethodParams
 from bastion.audit.kinds.backdoor import BackdoorSettings, unknown_detector
 from bastion.audit.kinds.bitflip import BitFlipSettings
 from bastion.audit.kinds.ood import SETS, OODSettings
+from bastion.audit.kinds.protection import ProtectionSettings, adversarial_recipe
 from bastion.audit.kinds.split_extraction import AUX_SOURCES, SplitExtractionSettings
 from bastion.cli._common import (
     BoundsOpt,
@@ -280,6 +282,70 @@ def poison(
     for d, found in record["detectors"].items():
         blocks.append((list(found["metrics"]), [(d, found["metrics"])]))
     _report(blocks, header, rows, target, json_out)
+
+
+def protect(
+    name: Annotated[str, typer.Argument(help="data protection (`bastion list attacks`, family protection)")],
+    params: Annotated[
+        list[str] | None,
+        typer.Argument(help="the protection's parameters as key=value, e.g. eps=0.1", show_default=False),
+    ] = None,
+    checkpoint: CheckpointOpt = None,
+    data: DataOpt = None,
+    model: ModelOpt = None,
+    weights: WeightsOpt = None,
+    mean: MeanOpt = None,
+    std: StdOpt = None,
+    bounds: BoundsOpt = "0,1",
+    logits_key: LogitsKeyOpt = None,
+    adversarial: Annotated[
+        str, typer.Option(help="also train adversarially with this recipe (`bastion list recipes`), or none")
+    ] = "fgsm-rs",
+    n: Annotated[int, typer.Option("--n", help="test images measured")] = 1000,
+    seed: Annotated[int, typer.Option(help="seeds the protection and the training")] = 0,
+    data_root: DataRootOpt = None,
+    device: DeviceOpt = "auto",
+    json_out: JsonOpt = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Data protection: perturb the model's training set so that it cannot be learned, and check.
+
+    Protects the training set the model learned from (labels kept), trains a model like it from scratch
+    on the protected images, and, unless --adversarial none, another with adversarial training; prints
+    their test accuracy beside the same training on the clean set (lower on the protected set is
+    better) and the perturbation's size (L-inf, pixels changed).
+    """
+    cls = ATTACKS.get(name, family="protection")
+    if problem := adversarial_recipe(adversarial):
+        raise ConfigError(problem)
+    kwargs = parse_params(cls, params or [])
+    cls(**kwargs)  # checks the parameters before anything trains
+    if n < 1:
+        raise ConfigError(f"--n must be at least 1; got {n}")
+    target = audit_target(
+        checkpoint=checkpoint,
+        model=model,
+        weights=weights,
+        mean=mean,
+        std=std,
+        bounds=bounds,
+        logits_key=logits_key,
+        data=data,
+        data_root=data_root,
+        ood_data=None,
+        device=device,
+    )
+    settings = ProtectionSettings(params=kwargs, adversarial=adversarial)
+    rows = _run("protection", [Scenario(name, "protection", name, n, settings)], target, seed, quiet)
+    record = rows[0]["record"]
+    header = (
+        f"[bold]data protection[/bold] on {target.model_name}: {record['n_protected']} of {record['n_train']} "
+        f"training images protected, {record['n_test']} test images"
+    )
+    columns = ["clean_accuracy", "accuracy", "drop", "linf", "l0_pixels"]
+    if record["adversarial_recipe"] is not None:
+        columns[3:3] = ["adv_clean_accuracy", "adv_accuracy", "adv_drop"]
+    _report([(columns, [(name, rows[0]["metrics"])])], header, rows, target, json_out)
 
 
 def bitflip(

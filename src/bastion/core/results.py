@@ -11,7 +11,15 @@ from torch import Tensor
 from bastion.core import metrics
 from bastion.core.threat import Access, ThreatModel
 
-__all__ = ["AttackResult", "BitFlip", "BitFlipResult", "DetectionResult", "PoisonResult", "perturbation_norms"]
+__all__ = [
+    "AttackResult",
+    "BitFlip",
+    "BitFlipResult",
+    "DetectionResult",
+    "PoisonResult",
+    "ProtectionResult",
+    "perturbation_norms",
+]
 
 
 def perturbation_norms(x: Tensor, x_adv: Tensor) -> dict[str, Tensor]:
@@ -272,6 +280,73 @@ class PoisonResult:
                 "movable": self.movable.tolist(),
                 "pred_triggered": self.pred_triggered.tolist(),
             },
+            "extra": dict(self.extra),
+        }
+
+
+@dataclass(frozen=True, kw_only=True)
+class ProtectionResult:
+    """What protecting a training set did (unlearnable examples): the test accuracy of models trained from
+    scratch on the protected set beside the same training on the clean set, per training regime, and the
+    perturbation's size.
+
+    Attributes:
+        method: the registered name of the protection.
+        params: its hyperparameters (plain JSON types).
+        seed: the seed it ran with.
+        n_train: images in the training set.
+        n_protected: images the protection changed.
+        linf: the largest L-inf norm of a perturbation.
+        l2: the mean L2 norm of a perturbation over the protected images.
+        l0_pixels: the most pixels (positions, all channels counted once) changed in one image.
+        accuracy: per training regime (`standard`: the audited model's recipe; `adversarial`: the
+            adversarial-training recipe), test accuracy of the model trained on the protected set.
+        clean_accuracy: the same regimes trained on the clean set.
+        n_test: test images measured.
+        craft_seconds: wall time of crafting the protection.
+        seconds: wall time of crafting, training and measuring.
+        warnings: findings that cast doubt on the numbers.
+        extra: method-specific records (plain JSON types).
+    """
+
+    method: str
+    params: dict[str, Any]
+    seed: int
+    n_train: int
+    n_protected: int
+    linf: float
+    l2: float
+    l0_pixels: int
+    accuracy: dict[str, float]
+    clean_accuracy: dict[str, float]
+    n_test: int
+    craft_seconds: float
+    seconds: float
+    warnings: tuple[str, ...] = ()
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def drop(self) -> dict[str, float]:
+        """Per regime, the points of test accuracy the protection took (clean minus protected)."""
+        return {k: self.clean_accuracy[k] - v for k, v in self.accuracy.items() if k in self.clean_accuracy}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "method": self.method,
+            "params": dict(self.params),
+            "seed": self.seed,
+            "n_train": self.n_train,
+            "n_protected": self.n_protected,
+            "linf": self.linf,
+            "l2": self.l2,
+            "l0_pixels": self.l0_pixels,
+            "accuracy": dict(self.accuracy),
+            "clean_accuracy": dict(self.clean_accuracy),
+            "drop": self.drop,
+            "n_test": self.n_test,
+            "craft_seconds": self.craft_seconds,
+            "seconds": self.seconds,
+            "warnings": list(self.warnings),
             "extra": dict(self.extra),
         }
 

@@ -134,19 +134,24 @@ def train_like(
     device: str | None = None,
     progress: ProgressFn | None = None,
     batch: BatchFn | None = None,
+    recipe: dict[str, Any] | None = None,
 ) -> nn.Module:
     """A fresh model like the one `meta` describes (same architecture, recipe and optimisation settings),
     trained on (x, y) from new weights seeded by `seed`; returned in eval mode.
 
     Shadow models, retraining without suspect samples and poisoned training all go through here, so
     they train the way the audited model was trained. `batch` edits every batch before the recipe sees
-    it (a training-control attack such as WaNet poisons each batch afresh; see `Hooks`).
+    it (a training-control attack such as WaNet poisons each batch afresh; see `Hooks`). `recipe`
+    (`{"name": "fgsm-rs", ...}`) trains the same architecture with another recipe instead, at that
+    recipe's own defaults for the data's shape where it gives no setting (what an appropriator who
+    trains adversarially does).
     """
-    rec_cls = RECIPES.get(meta.recipe.get("name", "standard"))
+    spec = meta.recipe if recipe is None else recipe
+    rec_cls = RECIPES.get(spec.get("name", "standard"))
     own = {f.name for f, _, _ in param_fields(rec_cls)}
-    rec: Recipe = rec_cls(**{k: v for k, v in meta.recipe.items() if k in own})  # type: ignore[operator]
+    rec: Recipe = rec_cls(**{k: v for k, v in spec.items() if k in own})  # type: ignore[operator]
     settings = {f.name for f in fields(TrainConfig)} - {"seed"}
-    cfg = rec.config(meta.input_shape, seed=seed, **{k: v for k, v in meta.recipe.items() if k in settings})
+    cfg = rec.config(meta.input_shape, seed=seed, **{k: v for k, v in spec.items() if k in settings})
     dev = resolve_device(device)
     seed_everything(seed)
     net = meta.build().to(dev)

@@ -81,6 +81,12 @@ class PoisoningAttack(Attack, ABC):
         looks for); False for a training-control attack, which poisons each batch as it is drawn."""
         return True
 
+    @property
+    def crafting_recipe(self) -> str | None:
+        """The training recipe of the robust model this attack crafts its poisons on (`poison`'s
+        `surrogate`, which an audit trains on the clean set), or None when it needs none."""
+        return None
+
     @abstractmethod
     def apply_trigger(self, x: Tensor) -> Tensor:
         """The triggered images (N, C, H, W) in [0, 1], as shown to the model at test time."""
@@ -101,8 +107,9 @@ class PoisoningAttack(Attack, ABC):
         if y.ndim != 1 or (y.numel() and (int(y.min()) < 0 or int(y.max()) >= num_classes)):
             raise DataError(f"labels must be (N,) classes in [0, {num_classes})")
 
-    def poison(self, x: Tensor, y: Tensor, num_classes: int) -> Poisoned:
-        """Poison round(rate * N) images of the training set (x, y), seeded by the attack's seed."""
+    def poison(self, x: Tensor, y: Tensor, num_classes: int, *, surrogate: Victim | None = None) -> Poisoned:
+        """Poison round(rate * N) images of the training set (x, y), seeded by the attack's seed.
+        `surrogate`: the robust model of `crafting_recipe`, for an attack that has one."""
         self._check(y, num_classes)
         pool = torch.arange(y.numel())
         if self.mode == "all-to-one" and not self.include_target_class:

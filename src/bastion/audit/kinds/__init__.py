@@ -14,6 +14,7 @@ from bastion.audit.kinds.bitflip import BitFlipKind
 from bastion.audit.kinds.evasion import EvasionKind
 from bastion.audit.kinds.membership import MembershipKind
 from bastion.audit.kinds.ood import OODKind
+from bastion.audit.kinds.protection import ProtectionKind
 from bastion.audit.kinds.split_extraction import SplitExtractionKind
 
 __all__ = [
@@ -24,6 +25,7 @@ __all__ = [
     "MembershipKind",
     "MethodParams",
     "OODKind",
+    "ProtectionKind",
     "Scenario",
     "ScenarioKind",
     "ScenarioResult",

@@ -24,8 +24,6 @@ a checkpoint too). See docs/audits.md and docs/backdoors.md.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -35,7 +33,16 @@ import torch
 from torch import Tensor, nn
 
 from bastion.attacks.poisoning import Poisoned, PoisoningAttack
-from bastion.audit.kinds.base import Scenario, ScenarioKind, ScenarioResult, method_params, register_kind
+from bastion.audit.kinds.base import (
+    Scenario,
+    ScenarioKind,
+    ScenarioResult,
+    clean_model_key,
+    method_params,
+    model_key,
+    register_kind,
+    unknown_recipe,
+)
 from bastion.audit.schema import Entry
 from bastion.audit.target import AuditTarget
 from bastion.core.errors import ConfigError, did_you_mean
@@ -70,6 +77,9 @@ class BackdoorKind(ScenarioKind):
 
     def settings(self, entry: Entry, method: str) -> list[tuple[str, Any]]:
         ((_, checked),) = method_params(entry, ATTACKS.get(method))
+        recipe = ATTACKS.get(method)(**checked.params).crafting_recipe
+        if recipe is not None and (problem := unknown_recipe(recipe)):
+            raise entry.error("params", problem)
         detectors = entry.strings("detectors")
         for name in detectors:
             if problem := unknown_detector(name):
@@ -102,8 +112,19 @@ class BackdoorKind(ScenarioKind):
         attack = ATTACKS.get(scenario.method)(seed=seed, **st.params)
         k = target.victim.num_classes
         x_train, y_train = target.members(target.n_members)
-        poisoned = attack.poison(x_train, y_train, k)
-        key = _model_key(target, scenario, seed)
+        surrogate = None
+        if (recipe := attack.crafting_recipe) is not None:  # a robust model to craft the poisons on
+            robust = target.train_fresh(
+                x_train,
+                y_train,
+                seed=seed,
+                progress=progress,
+                cache_key=clean_model_key(target, recipe, seed),
+                recipe={"name": recipe},
+            )
+            surrogate = self._victim(target, robust)
+        poisoned = attack.poison(x_train, y_train, k, surrogate=surrogate)
+        key = model_key(target, scenario, seed)
         victim = self._victim(
             target,
             target.train_fresh(
@@ -325,10 +346,3 @@ def _detector_sentence(r: ResultRow) -> str:
 def _points(drop: float) -> str:
     """A loss of accuracy as signed points: 0.012 lost -> "-1.2 points"."""
     return f"{-drop * 100:+.1f} points"
-
-
-def _model_key(target: AuditTarget, scenario: Scenario, seed: int) -> str:
-    """Names the poisoned model: the audited model, its data, the scenario and the seed."""
-    key = {"model": target.model_sha256, "data": target.data, "spec": scenario.spec(), "seed": seed}
-    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
-    return f"{scenario.key}-{digest}"

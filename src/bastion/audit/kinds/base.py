@@ -12,6 +12,8 @@ in; the registered name's family is the kind.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -19,8 +21,9 @@ from typing import Any, ClassVar
 
 from bastion.audit.schema import Entry
 from bastion.audit.target import AuditTarget
+from bastion.core.errors import did_you_mean
 from bastion.core.progress import ProgressFn
-from bastion.core.registry import Registry
+from bastion.core.registry import RECIPES, Registry
 from bastion.report import Card, Section
 from bastion.store import Artifact, ResultRow
 
@@ -30,9 +33,12 @@ __all__ = [
     "Scenario",
     "ScenarioKind",
     "ScenarioResult",
+    "clean_model_key",
     "method_params",
+    "model_key",
     "presenters",
     "register_kind",
+    "unknown_recipe",
 ]
 
 
@@ -72,6 +78,31 @@ def method_params(entry: Entry, cls: type) -> list[tuple[str, MethodParams]]:
     params = entry.params(cls)
     entry.construct(cls, **params)  # the method checks its own parameters
     return [("", MethodParams(params=params))]
+
+
+def model_key(target: AuditTarget, scenario: Scenario, seed: int) -> str:
+    """Names a model a scenario trains, for its checkpoint beside the run: the audited model, its data, the
+    scenario (every setting) and the seed; `KEY-<16 hex digits>`."""
+    key = {"model": target.model_sha256, "data": target.data, "spec": scenario.spec(), "seed": seed}
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+    return f"{scenario.key}-{digest}"
+
+
+def unknown_recipe(name: str) -> str | None:
+    """Why `name` is not a training recipe (`bastion list recipes`), or None when it is one."""
+    known = RECIPES.names()
+    if name in known:
+        return None
+    hint = did_you_mean(name, known) or f" The recipes are {', '.join(known)}."
+    return f"unknown training recipe {name!r}.{hint}"
+
+
+def clean_model_key(target: AuditTarget, recipe: str, seed: int) -> str:
+    """Names a model trained with another `recipe` on the audited model's clean training set (an
+    adversarially trained reference or surrogate): every scenario that needs it shares it."""
+    key = {"model": target.model_sha256, "data": target.data, "recipe": recipe, "seed": seed, "n": target.n_members}
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+    return f"clean-{recipe}-{digest}"
 
 
 @dataclass(frozen=True)
