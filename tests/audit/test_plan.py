@@ -28,6 +28,7 @@ def test_builtin_plans_load_and_full_covers_every_attack() -> None:
     assert {s.method for s in full if s.kind == "ood"} == set(DEFENSES.names("ood"))
     assert {s.method for s in full if s.kind == "backdoor"} == set(ATTACKS.names("backdoor"))
     assert {s.method for s in full if s.kind == "bitflip"} == set(ATTACKS.names("bitflip"))
+    assert {s.method for s in full if s.kind == "split-extraction"} == set(ATTACKS.names("split-extraction"))
     assert {s.method for s in full if s.kind == "protection"} == set(ATTACKS.names("protection"))
     screened = {d for s in full if s.kind == "backdoor" for d in s.settings.detectors}
     assert screened == set(DEFENSES.names("backdoor-input")) | set(DEFENSES.names("backdoor-data"))

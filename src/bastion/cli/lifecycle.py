@@ -1,8 +1,9 @@
-"""`bastion mia`, `bastion ood`, `bastion poison`, `bastion protect` and `bastion bitflip`: one family's
-scenarios on a model, outside an audit.
+"""`bastion mia`, `bastion ood`, `bastion poison`, `bastion protect`, `bastion bitflip` and
+`bastion sfl-extract`: one family's scenarios on a model, outside an audit.
 
-They run exactly what an audit's `membership`, `ood`, `backdoor`, `protection` and `bitflip` scenarios
-run (the same kind, the same samples), print a table and, with --json, write every scenario's record.
+They run exactly what an audit's `membership`, `ood`, `backdoor`, `protection`, `bitflip` and
+`split-extraction` scenarios run (the same kind, the same samples), print a table and, with --json,
+write every scenario's record.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from bastion.audit.kinds.backdoor import BackdoorSettings, unknown_detector
 from bastion.audit.kinds.bitflip import BitFlipSettings
 from bastion.audit.kinds.ood import SETS, OODSettings
 from bastion.audit.kinds.protection import ProtectionSettings, adversarial_recipe
+from bastion.audit.kinds.split_extraction import AUX_SOURCES, SplitExtractionSettings
 from bastion.cli._common import (
     BoundsOpt,
     CheckpointOpt,
@@ -404,3 +406,77 @@ def bitflip(
     columns = ["float_accuracy", "quantized_accuracy", "accuracy", "flips", "random_accuracy"]
     columns += [c for c in ("asr", "other_accuracy") if c in rows[0]["metrics"]]  # a targeted attack
     _report([(columns, [(name, rows[0]["metrics"])])], header, rows, target, json_out)
+
+
+def sfl_extract(
+    params: Annotated[
+        list[str] | None,
+        typer.Argument(help="the attack's parameters as key=value, e.g. epochs=20", show_default=False),
+    ] = None,
+    attack: Annotated[
+        str, typer.Option(help="craft-me, gan-me, gm-me, train-me or softtrain-me (family split-extraction)")
+    ] = "gm-me",
+    budget: Annotated[int | None, typer.Option(help="gradient queries at most (default: the attack's)")] = None,
+    server_layers: Annotated[
+        int, typer.Option(help="layers (conv, max-pool, linear) on the server, counted from the output")
+    ] = 3,
+    own: Annotated[float, typer.Option(help="the attacker's labelled share of the training split")] = 0.1,
+    aux: Annotated[str, typer.Option(help="gm-me's unlabelled images: digits, uniform, gaussian or train")] = "digits",
+    aux_n: Annotated[int, typer.Option(help="how many auxiliary images")] = 2000,
+    checkpoint: CheckpointOpt = None,
+    data: DataOpt = None,
+    model: ModelOpt = None,
+    weights: WeightsOpt = None,
+    mean: MeanOpt = None,
+    std: StdOpt = None,
+    bounds: BoundsOpt = "0,1",
+    logits_key: LogitsKeyOpt = None,
+    n: Annotated[int, typer.Option("--n", help="test images the stolen copy is measured on")] = 1000,
+    seed: Annotated[int, typer.Option(help="seeds the attack and the surrogate's initialisation")] = 0,
+    data_root: DataRootOpt = None,
+    device: DeviceOpt = "auto",
+    json_out: JsonOpt = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Model extraction in split learning: can a client rebuild the server's part from its gradients?
+
+    Cuts the model so that its last --server-layers layers run on a server that answers only with
+    dCE/dz per row (split federated learning, Li et al. arXiv 2303.08581); the attacker holds the
+    client-side part, a budget of gradient queries and, for train-me and softtrain-me, its own share
+    of the training data. Prints the stolen copy's accuracy and fidelity to the model on the first N
+    test images, the model's accuracy, an untrained copy's, and the queries the server answered.
+    """
+    cls = ATTACKS.get(attack, family="split-extraction")
+    kwargs = parse_params(cls, params or [])
+    if budget is not None:
+        kwargs["budget"] = budget
+    cls(**kwargs)  # checks the parameters before the model loads
+    if n < 1 or aux_n < 1 or server_layers < 1:
+        raise ConfigError(f"--n, --aux-n and --server-layers must be at least 1; got {n}, {aux_n}, {server_layers}")
+    if not 0 < own <= 1:
+        raise ConfigError(f"--own must be a share of the training split in (0, 1]; got {own}")
+    if aux not in AUX_SOURCES:
+        raise ConfigError(f"--aux must be one of {', '.join(AUX_SOURCES)}; got {aux!r}")
+    target = audit_target(
+        checkpoint=checkpoint,
+        model=model,
+        weights=weights,
+        mean=mean,
+        std=std,
+        bounds=bounds,
+        logits_key=logits_key,
+        data=data,
+        data_root=data_root,
+        ood_data=None,
+        device=device,
+    )
+    settings = SplitExtractionSettings(params=kwargs, server_layers=server_layers, own=own, aux=aux, aux_n=aux_n)
+    rows = _run("split-extraction", [Scenario(attack, "split-extraction", attack, n, settings)], target, seed, quiet)
+    record = rows[0]["record"]
+    header = (
+        f"[bold]split-learning extraction[/bold] on {target.model_name}: server holds {record['server_layers']} of "
+        f"{record['total_layers']} layers, {record['queries']:,} gradient queries answered, {record['n_test']} test "
+        f"images"
+    )
+    columns = ["accuracy", "fidelity", "victim_accuracy", "random_accuracy", "queries"]
+    _report([(columns, [(attack, rows[0]["metrics"])])], header, rows, target, json_out)

@@ -15,6 +15,7 @@ from bastion.audit.kinds.evasion import EvasionKind
 from bastion.audit.kinds.membership import MembershipKind
 from bastion.audit.kinds.ood import OODKind
 from bastion.audit.kinds.protection import ProtectionKind
+from bastion.audit.kinds.split_extraction import SplitExtractionKind
 
 __all__ = [
     "KINDS",
@@ -28,6 +29,7 @@ __all__ = [
     "Scenario",
     "ScenarioKind",
     "ScenarioResult",
+    "SplitExtractionKind",
     "presenters",
     "register_kind",
 ]
