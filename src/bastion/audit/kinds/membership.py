@@ -214,8 +214,10 @@ class MembershipKind(ScenarioKind):
             title="Membership inference",
             intro="Can an attacker who queries the model tell whether an image was in its training set? Each "
             "attack scores the first training images the model saw (members) and as many test images "
-            "(non-members), one query each. With class thresholds (Song & Mittal) the attacker knows the "
-            "membership of half of them, fits one threshold per class on that half and is measured on the rest.",
+            "(non-members), one query each (LiRA: one per view, after training shadow models like the audited "
+            "one on random halves of those images, blind to which are members). With class thresholds (Song & "
+            "Mittal) the attacker knows the membership of half of them, fits one threshold per class on that half "
+            "and is measured on the rest.",
             tables=[table],
             figures=[figure],
         )
