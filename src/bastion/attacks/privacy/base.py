@@ -5,6 +5,10 @@ training set) and measures the scores against the truth as a `DetectionResult` (
 
 With `thresholds="class"` the attacker also knows the membership of some candidates and fits one
 threshold per class on them (Song & Mittal's class-dependent thresholds); the others are measured.
+
+An attack may ask about several views of each candidate (`views`: LiRA's image and mirror), one query
+per candidate and view, and may compare the answers with shadow models (`needs_reference`): it then
+`fit`s them on the population first and `run` takes their statistics as `reference`.
 """
 
 from __future__ import annotations
