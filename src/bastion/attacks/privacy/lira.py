@@ -76,9 +76,14 @@ class LiRA(MembershipAttack):
     Defaults: the reference trains 16 models (15 shadows + the target; WRN-28-2, CIFAR-10) and reports
     online AUC 0.6676 / TPR 1.69% at 0.1% FPR, online fixed variance 0.6856 / 5.93%, offline 0.5488 /
     1.30%, offline fixed variance 0.5549 / 2.99% (its README). Cost: `shadows` trainings, then
-    `shadows * A * N` forward passes, and A queries of the target per candidate. On an overfitted
-    `small_cnn` (`tests/attacks/privacy/test_lira.py`, `benchmarks/membership.py`) online fixed-variance
-    LiRA beats the loss threshold at 1% FPR.
+    `shadows * A * N` forward passes, and A queries of the target per candidate.
+
+    Reproduces, at CPU scale: online fixed-variance LiRA beats the loss threshold at 1% FPR. On a pool
+    of 2,000 mnist5k images with a target and 8 `small_cnn` shadows on random halves
+    (`tests/attacks/privacy/test_lira.py`): AUROC 0.575, TPR 6.4% at 1% FPR, against 0.521 and 1.2%.
+    On the overfitted `small_cnn` of `benchmarks/lira_art.py` (8 shadows, 500 + 500 measured): AUROC
+    0.630, TPR 7.6% at 1% FPR and 4.8% at 0.1%, against the loss threshold's 0.568, 0.4%, 0.0% and IBM
+    ART 1.20.1's best at 1% FPR, 2.4%.
     """
 
     needs_reference = True
