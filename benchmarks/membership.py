@@ -17,12 +17,12 @@ How it is measured:
   non-members to fit on, so the candidates are cut in two: the attack models are fitted on members
   and non-members N/2..N-1 (`fit half`) and every attack, bastion's and ART's, is measured on members
   and non-members 0..N/2-1 (`eval half`). bastion's attacks are reported on both sets.
-- bastion: every registered membership attack (`ATTACKS.names("membership")`), `run(victim, x, y,
-  member)`, one query per candidate, twice: with one global threshold (a fixed score, no known
-  member needed), and with Song & Mittal's class-dependent thresholds (`thresholds="class"`, rows
-  `NAME +class`) fitted on the fit half, as ART's attack models are (`known=` the fit half), and
-  measured on the eval half. ART's trained attacks see the one-hot label beside their feature, so
-  they too can learn one threshold per class.
+- bastion: every registered membership attack that needs no shadow models (LiRA is measured beside
+  ART in benchmarks/lira_art.py), `run(victim, x, y, member)`, one query per candidate, twice: with
+  one global threshold (a fixed score, no known member needed), and with Song & Mittal's
+  class-dependent thresholds (`thresholds="class"`, rows `NAME +class`) fitted on the fit half, as
+  ART's attack models are (`known=` the fit half), and measured on the eval half. ART's trained
+  attacks see the one-hot label beside their feature, so they too can learn one threshold per class.
 - ART (`PyTorchClassifier` around the same nn.Module, clip_values (0, 1), cross-entropy loss, inputs
   cast to float32 (`Float32`, for ART's HopSkipJump under NumPy 2); its `predict` returns the
   module's logits): `MembershipInferenceBlackBoxRuleBased` (member = correctly classified; needs no
@@ -188,6 +188,8 @@ def bastion_rows(victim: Victim, sets: list[tuple[str, Tensor, Tensor, Tensor, T
     row then measures the other candidates, in their order)."""
     rows = []
     for name in ATTACKS.names("membership"):
+        if ATTACKS.get(name).needs_reference:
+            continue  # shadow models: benchmarks/lira_art.py
         for on, x, y, member, known in sets:
             method, attack = (
                 (name, ATTACKS.get(name)())

@@ -1,5 +1,6 @@
 """One battery over every registered membership attack, OOD detector and bit-flip attack: scores are
-finite and reproducible, each membership candidate costs exactly one query, a bit flip is one bit and
+finite and reproducible, each membership candidate costs exactly one query per view (shadow-model
+attacks get tiny shadows), a bit flip is one bit and
 the Hamming distance counts them, the model is left as it was, and the record is plain JSON."""
 
 import json
@@ -13,6 +14,16 @@ import bastion.attacks.weights
 import bastion.defenses  # noqa: F401  (registers the detectors)
 from bastion.core import ATTACKS, DEFENSES, Victim
 from bastion.data import Dataset
+from bastion.models import build_model
+from bastion.train import TrainConfig, fit
+
+
+def _tiny_shadow(x: torch.Tensor, y: torch.Tensor, i: int) -> nn.Module:
+    """A shadow model for the 8x8 digits: `small_cnn`, two epochs on its half of the candidates."""
+    torch.manual_seed(i)
+    model = build_model("small_cnn", num_classes=10, in_channels=1, image_size=8)
+    fit(model, x, y, TrainConfig(epochs=2, lr=3e-3, seed=i))
+    return model.eval()
 
 
 @pytest.mark.parametrize("name", ATTACKS.names("membership"))
@@ -22,12 +33,14 @@ def test_membership_contract(name: str, digits_model: nn.Module, digits_data: Da
     x = torch.cat([digits_data.x_train[:30], digits_data.x_test[:30]])
     y = torch.cat([digits_data.y_train[:30], digits_data.y_test[:30]])
     member = torch.arange(60) < 30
-    attack = ATTACKS.get(name)(seed=3)
-    result = attack.run(victim, x, y, member)
+    cls = ATTACKS.get(name)
+    attack = cls(seed=3, **({"shadows": 4} if cls.needs_reference else {}))
+    reference = attack.fit(x, y, _tiny_shadow) if cls.needs_reference else None  # never sees `member`
+    result = attack.run(victim, x, y, member, reference=reference)
     assert attack.family == "membership" and attack.access == "scores"
     assert result.scores.shape == (60,) and bool(torch.isfinite(result.scores).all())
-    assert result.queries is not None and result.queries.tolist() == [1] * 60
-    assert torch.equal(attack.run(victim, x, y, member).scores, result.scores)
+    assert result.queries is not None and result.queries.tolist() == [len(attack.views(x))] * 60
+    assert torch.equal(attack.run(victim, x, y, member, reference=reference).scores, result.scores)
     assert 0.0 <= result.auroc <= 1.0
     assert not digits_model.training and all(torch.equal(before[k], v) for k, v in digits_model.state_dict().items())
     json.dumps(result.to_dict(), allow_nan=False)

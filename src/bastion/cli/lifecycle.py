@@ -41,7 +41,7 @@ from bastion.cli._common import (
 )
 from bastion.cli._target import audit_target
 from bastion.core.errors import ConfigError
-from bastion.core.params import parse_params
+from bastion.core.params import param_fields, parse_params
 from bastion.core.registry import ATTACKS, DEFENSES
 from bastion.report import format_metric
 
@@ -91,7 +91,10 @@ def _report(
 def mia(
     attacks: Annotated[
         list[str] | None,
-        typer.Argument(help="membership attacks (`bastion list attacks`; default: all)", show_default=False),
+        typer.Argument(
+            help="membership attacks (`bastion list attacks`; default: all that need no shadow models)",
+            show_default=False,
+        ),
     ] = None,
     checkpoint: CheckpointOpt = None,
     data: DataOpt = None,
@@ -109,6 +112,16 @@ def mia(
             "(known to the attacker), the other half measured"
         ),
     ] = "global",
+    param: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--param",
+            "-p",
+            help="an attack parameter as key=value, for the named attacks that take it (repeatable), e.g. "
+            "-p shadows=8 -p online=false for lira",
+            show_default=False,
+        ),
+    ] = None,
     data_root: DataRootOpt = None,
     device: DeviceOpt = "auto",
     json_out: JsonOpt = None,
@@ -118,11 +131,24 @@ def mia(
 
     Scores the first N training images the model saw (members) and the first N test images
     (non-members) with each attack; prints AUROC, TPR at 0.1% and 1% FPR and balanced accuracy.
+    LiRA (`bastion mia lira`) first trains shadow models like this one on halves of those 2N images.
     """
-    names = attacks or ATTACKS.names("membership")
-    params = {"thresholds": thresholds}
+    names = attacks or [a for a in ATTACKS.names("membership") if not ATTACKS.get(a).needs_reference]
+    pairs, per_attack = param or [], {}
     for name in names:
-        ATTACKS.get(name, family="membership")(**params)  # checks --thresholds
+        cls = ATTACKS.get(name, family="membership")
+        own = {f.name for f, _, _ in param_fields(cls)}
+        per_attack[name] = {"thresholds": thresholds} | parse_params(
+            cls, [p for p in pairs if p.partition("=")[0].strip().replace("-", "_") in own]
+        )
+        cls(**per_attack[name])  # checks --thresholds and the parameters
+    for pair in pairs:
+        key, sep, _ = pair.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or not key:
+            raise ConfigError(f"parameters are given as key=value; got {pair!r}")
+        if not any(key in {f.name for f, _, _ in param_fields(ATTACKS.get(a))} for a in names):
+            raise ConfigError(f"--param {pair!r}: none of {', '.join(names)} takes a parameter {key!r}")
     if n < 1:
         raise ConfigError(f"--n must be at least 1; got {n}")
     target = audit_target(
@@ -138,7 +164,7 @@ def mia(
         ood_data=None,
         device=device,
     )
-    scenarios = [Scenario(name, "membership", name, n, MethodParams(params=params)) for name in names]
+    scenarios = [Scenario(name, "membership", name, n, MethodParams(params=per_attack[name])) for name in names]
     rows = _run("membership", scenarios, target, 0, quiet)
     record = rows[0]["record"]
     header = (

@@ -81,6 +81,8 @@ def test_images_the_model_never_saw_score_chance(mnist_model: nn.Module, mnist_d
     x, y = mnist_data.x_test, mnist_data.y_test  # 1,000 unseen images, split in two as "members" and not
     member = torch.arange(x.shape[0]) < 500
     for name in ATTACKS.names("membership"):
+        if ATTACKS.get(name).needs_reference:
+            continue  # shadow-model attacks: chance on shuffled labels in test_lira.py
         for thresholds in ("global", "class"):
             result = ATTACKS.get(name)(thresholds=thresholds).run(victim, x, y, member)
             assert abs(result.auroc - 0.5) <= 0.05, (name, thresholds)

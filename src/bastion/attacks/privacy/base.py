@@ -5,6 +5,10 @@ training set) and measures the scores against the truth as a `DetectionResult` (
 
 With `thresholds="class"` the attacker also knows the membership of some candidates and fits one
 threshold per class on them (Song & Mittal's class-dependent thresholds); the others are measured.
+
+An attack may ask about several views of each candidate (`views`: LiRA's image and mirror), one query
+per candidate and view, and may compare the answers with shadow models (`needs_reference`): it then
+`fit`s them on the population first and `run` takes their statistics as `reference`.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from bastion.attacks.base import Attack
+from bastion.attacks.privacy._shadows import ShadowReference, ShadowTrainer
 from bastion.core.errors import ConfigError, DataError
 from bastion.core.params import param
 from bastion.core.random import make_generator
@@ -106,6 +111,8 @@ class MembershipAttack(Attack, ABC):
 
     family: ClassVar[str] = "membership"
     access: ClassVar[Access] = "scores"
+    # Whether the attack compares the model with shadow models (`run(..., reference=...)`).
+    needs_reference: ClassVar[bool] = False
 
     thresholds: Literal["global", "class"] = param(
         "global", help="global: one threshold for all; class: per-class thresholds fitted on known candidates"
@@ -118,21 +125,46 @@ class MembershipAttack(Attack, ABC):
     def _score(self, logits: Tensor, y: Tensor) -> Tensor:
         """Scores (N,) from the served logits (N, K) of the candidates and their labels (N,)."""
 
+    def views(self, x: Tensor) -> list[Tensor]:
+        """The queries made of the candidates x (N, C, H, W): each is one query per candidate. The
+        candidates themselves unless the attack also asks about augmented copies (LiRA's mirror)."""
+        return [x]
+
+    def fit(self, x: Tensor, y: Tensor, train: ShadowTrainer) -> ShadowReference:
+        """The shadow models' reference on the population (x, y), for an attack that `needs_reference`;
+        `train(x_i, y_i, i)` trains shadow i like the target."""
+        raise ConfigError(f"{self.name} uses no shadow models")
+
+    def _score_views(self, logits: Tensor, y: Tensor, reference: ShadowReference | None) -> Tensor:
+        """Scores (N,) from the answers to every view (A, N, K); the single view's `_score` by default."""
+        return self._score(logits[0], y)
+
     def _extra(self, scores: Tensor, member: Tensor) -> dict[str, object]:
         """Attack-specific records (plain JSON types)."""
         return {}
 
     @final
-    def run(self, victim: Victim, x: Tensor, y: Tensor, member: Tensor, known: Tensor | None = None) -> DetectionResult:
+    def run(
+        self,
+        victim: Victim,
+        x: Tensor,
+        y: Tensor,
+        member: Tensor,
+        known: Tensor | None = None,
+        reference: ShadowReference | None = None,
+    ) -> DetectionResult:
         """Score the candidates (x, y) and measure the scores against `member` (N,), the truth.
 
         Args:
-            victim: the model whose training set is attacked; queried once per candidate.
+            victim: the model whose training set is attacked; queried once per candidate and view
+                (`views`: once, or twice with LiRA's mirror).
             x: candidate images (N, C, H, W) inside the victim's bounds.
             y: their labels (N,).
             member: which candidates are members of the training set (N,); both kinds must occur.
             known: with `thresholds="class"`, the candidates (N,) whose membership the attacker knows
                 (fitted on, not measured); None draws a seeded `known_fraction` of each side.
+            reference: for an attack that `needs_reference` (LiRA), the shadow models' statistics on these
+                same candidates, in this order (`LiRA.fit`); never built from `member`.
         """
         victim.check_input(x)
         n = x.shape[0]
@@ -141,6 +173,12 @@ class MembershipAttack(Attack, ABC):
         member = member.to(torch.bool)
         if bool(member.all()) or not bool(member.any()):
             raise DataError("membership inference is measured on positives and negatives: give members and non-members")
+        if self.needs_reference and reference is None:
+            raise ConfigError(f"{self.name} compares the model with shadow models: give their reference (LiRA.fit)")
+        if not self.needs_reference and reference is not None:
+            raise ConfigError(f"{self.name} uses no shadow models; it takes no reference")
+        if reference is not None and reference.phi.shape[1] != n:
+            raise DataError(f"the shadow reference covers {reference.phi.shape[1]} candidates; {n} were given")
         if self.thresholds == "global" and known is not None:
             raise ConfigError("known candidates are used by thresholds='class' only")
         if self.thresholds == "class":
@@ -152,10 +190,11 @@ class MembershipAttack(Attack, ABC):
                 if not bool((side & known).any()) or not bool((side & ~known).any()):
                     raise DataError(f"class thresholds need known and unknown {name}")
         start = time.perf_counter()
-        oracle = victim.oracle(n, output="logits", max_queries=1)  # one query per candidate, never more
-        logits = oracle.query(x.to(victim.device))
+        queries = self.views(x)
+        oracle = victim.oracle(n, output="logits", max_queries=len(queries))  # one per candidate and view
+        logits = torch.stack([oracle.query(v.to(victim.device)) for v in queries])  # (A, N, K)
         y = y.to(victim.device, torch.long)
-        scores = self._score(logits, y)
+        scores = self._score_views(logits, y, reference)
         member = member.to(scores.device)
         measured = torch.ones_like(member) if known is None else ~known.to(scores.device)
         extra = self._extra(scores[measured], member[measured])
@@ -163,7 +202,7 @@ class MembershipAttack(Attack, ABC):
         warnings: tuple[str, ...] = ()
         if known is not None:
             fit = ~measured
-            cut, pooled = class_thresholds(scores[fit], y[fit], member[fit], logits.shape[1])
+            cut, pooled = class_thresholds(scores[fit], y[fit], member[fit], logits.shape[2])
             decision = decision - cut[y[measured]]
             extra |= {"known": int(fit.sum()), "class_thresholds": cut.tolist(), "pooled_classes": pooled}
             if pooled:

@@ -6,20 +6,38 @@
                                  # saw and the first n test images
       params: {}
 
+    - attack: lira               # shadow models: trained with the audited model's recipe
+      n: 1000
+      params: {shadows: 8, online: true, fixed_variance: true, augment: mirror}
+
 Metrics: `auroc`, `tpr_at_fpr_1e-3`, `tpr_at_fpr_1e-2`, `balanced_accuracy` (of the best threshold),
 `seconds`. Card: the strongest attack's AUROC with what it means. See docs/audits.md.
+
+An attack with shadow models (LiRA) takes the 2n candidates as its population: shadow i trains, with
+the audited model's architecture and recipe (`AuditTarget.train_fresh`), on the candidates that
+`attack.assign` gives it, every candidate in exactly half the shadows. That assignment is drawn from
+the seed alone, blind to which candidates are members: the target's membership enters only in the
+measurement, never in the shadows' statistics. The shadows are kept in the audit's model directory
+under a key naming the model, data, split, n, shadow count, seed and index (not the scoring settings),
+so a resumed audit, and other LiRA scenarios with the same shadows, read them back instead of training.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import time
 from collections.abc import Sequence
 from typing import Any
 
 import torch
+from torch import Tensor, nn
 
+from bastion.attacks.privacy import MembershipAttack, ShadowReference
 from bastion.audit.kinds.base import Scenario, ScenarioKind, ScenarioResult, method_params, register_kind
 from bastion.audit.schema import Entry
 from bastion.audit.target import AuditTarget
+from bastion.core.errors import ConfigError
 from bastion.core.progress import ProgressFn
 from bastion.core.registry import ATTACKS
 from bastion.report import Card, Figure, Level, Section, Table, format_metric, pct
@@ -41,6 +59,39 @@ def membership_level(auroc: float, tpr_1pct: float) -> Level:
     return "warn"
 
 
+def _shadows(
+    attack: MembershipAttack, target: AuditTarget, x: Tensor, y: Tensor, n: int, seed: int, progress: ProgressFn | None
+) -> tuple[ShadowReference, dict[str, Any]]:
+    """Train (or read back) the attack's shadow models on halves of the 2n candidates; their reference
+    and a record of them: set sizes, cache keys, wall time (trained or read, whichever happened)."""
+    start = time.perf_counter()
+    count = int(attack.params()["shadows"])
+    spec = {
+        "model": target.model_sha256,
+        "data": target.data,
+        "split_seed": target.split_seed,
+        "n": n,
+        "shadows": count,
+        "seed": seed,
+    }
+    digest = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
+    keys = [f"{attack.name}-shadow{i}of{count}-{digest}" for i in range(count)]
+
+    def train(xi: Tensor, yi: Tensor, i: int) -> nn.Module:
+        return target.train_fresh(xi, yi, seed=seed + 1 + i, progress=progress, cache_key=keys[i])
+
+    reference = attack.fit(x, y, train)
+    record = {
+        "models": count,
+        "population": 2 * n,
+        "train_sizes": reference.keep.sum(dim=1).tolist(),
+        "target_train_size": target.n_members,
+        "keys": keys,
+        "seconds": time.perf_counter() - start,
+    }
+    return reference, record
+
+
 @register_kind
 class MembershipKind(ScenarioKind):
     name = "membership"
@@ -52,14 +103,24 @@ class MembershipKind(ScenarioKind):
     def settings(self, entry: Entry, method: str) -> list[tuple[str, Any]]:
         return method_params(entry, ATTACKS.get(method))
 
+    def check(self, scenario: Scenario, target: AuditTarget) -> None:
+        if ATTACKS.get(scenario.method).needs_reference and target.trainer is None:
+            raise ConfigError(
+                f"scenario {scenario.key!r} trains shadow models like the audited one, and {target.model_name} "
+                "cannot be retrained: its architecture or recipe is unknown"
+            )
+
     def run(self, scenario: Scenario, target: AuditTarget, *, seed: int, progress: ProgressFn | None) -> ScenarioResult:
         n = min(scenario.n, target.n_members, target.dataset.x_test.shape[0])
         x_in, y_in = target.members(n)
         x_out, y_out = target.test(n)
         x, y = torch.cat([x_in, x_out]), torch.cat([y_in, y_out])
         member = torch.cat([torch.ones(n, dtype=torch.bool), torch.zeros(n, dtype=torch.bool)])
-        attack = ATTACKS.get(scenario.method)(seed=seed, **scenario.settings.params)
-        result = attack.run(target.victim, x, y, member)
+        attack: MembershipAttack = ATTACKS.get(scenario.method)(seed=seed, **scenario.settings.params)
+        reference, shadows = None, None
+        if attack.needs_reference:
+            reference, shadows = _shadows(attack, target, x, y, n, seed, progress)
+        result = attack.run(target.victim, x, y, member, reference=reference)
         warnings = []
         if target.members_assumed:
             warnings.append(
@@ -68,10 +129,15 @@ class MembershipKind(ScenarioKind):
             )
         record = result.to_dict()
         record["warnings"] = warnings
+        seconds = result.seconds
+        if shadows is not None:
+            record["shadows"] = shadows
+            seconds += shadows["seconds"]
+            record["seconds"] = seconds
         return ScenarioResult(
             metrics={k: record[k] for k in METRICS},
             record=record,
-            seconds=result.seconds,
+            seconds=seconds,
             warnings=warnings,
         )
 
@@ -148,8 +214,10 @@ class MembershipKind(ScenarioKind):
             title="Membership inference",
             intro="Can an attacker who queries the model tell whether an image was in its training set? Each "
             "attack scores the first training images the model saw (members) and as many test images "
-            "(non-members), one query each. With class thresholds (Song & Mittal) the attacker knows the "
-            "membership of half of them, fits one threshold per class on that half and is measured on the rest.",
+            "(non-members), one query each (LiRA: one per view, after training shadow models like the audited "
+            "one on random halves of those images, blind to which are members). With class thresholds (Song & "
+            "Mittal) the attacker knows the membership of half of them, fits one threshold per class on that half "
+            "and is measured on the rest.",
             tables=[table],
             figures=[figure],
         )
