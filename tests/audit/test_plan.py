@@ -28,7 +28,9 @@ def test_builtin_plans_load_and_full_covers_every_attack() -> None:
     assert {s.method for s in full if s.kind == "ood"} == set(DEFENSES.names("ood"))
     assert {s.method for s in full if s.kind == "backdoor"} == set(ATTACKS.names("backdoor"))
     assert {s.method for s in full if s.kind == "bitflip"} == set(ATTACKS.names("bitflip"))
-    assert {s.kind for s in plans["standard"].scenarios} == {"evasion", "membership", "ood", "backdoor", "bitflip"}
+    assert {s.method for s in full if s.kind == "extraction"} == set(ATTACKS.names("extraction"))
+    kinds = {"evasion", "membership", "ood", "backdoor", "bitflip", "extraction"}
+    assert {s.kind for s in plans["standard"].scenarios} == kinds
     assert {s.kind for s in plans["quick"].scenarios} == {"evasion"}  # quick stays a few minutes
     quick = plans["quick"]
     assert "pgd" in {s.key for s in quick.scenarios} and quick.n_max == 500

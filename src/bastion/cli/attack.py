@@ -36,7 +36,7 @@ from bastion.core.threat import ThreatModel
 from bastion.defenses.postprocess import PostProcess, build_postprocessors
 
 # The other families' commands: `bastion attack NAME` runs evasion attacks only.
-_FAMILY_COMMANDS = {"membership": "mia", "backdoor": "poison", "bitflip": "bitflip"}
+_FAMILY_COMMANDS = {"membership": "mia", "backdoor": "poison", "bitflip": "bitflip", "extraction": "extract --attack"}
 
 # Default budgets when --eps is not given: the literature's standard radii per image shape.
 _DEFAULT_EPS = {("linf", 1): 0.3, ("linf", 3): 8 / 255, ("l2", 1): 2.0, ("l2", 3): 0.5}

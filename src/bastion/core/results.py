@@ -6,7 +6,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from torch import Tensor
+from torch import Tensor, nn
 
 from bastion.core import metrics
 from bastion.core.threat import Access, ThreatModel
@@ -429,6 +429,7 @@ class ExtractionResult:
         transfer: the transfer attack's record (`eps`, `n` attacked, `success_rate` on the victim,
             `surrogate_success_rate`, `noise_success_rate` of random +-eps signs), or None when not run.
         seconds: wall time of the extraction (queries and training) and measurement.
+        model: the surrogate itself, in eval mode (not part of `to_dict()`).
         warnings: findings that cast doubt on the numbers.
         extra: method-specific records (plain JSON types).
     """
@@ -448,6 +449,7 @@ class ExtractionResult:
     curve: tuple[CurvePoint, ...]
     transfer: dict[str, Any] | None
     seconds: float
+    model: nn.Module | None = None
     warnings: tuple[str, ...] = ()
     extra: dict[str, Any] = field(default_factory=dict)
 

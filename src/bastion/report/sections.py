@@ -101,7 +101,7 @@ def format_metric(name: str, v: float | None) -> str:
     metric = name.split(".", 1)[0]
     if metric.startswith("auroc"):
         return f"{v:.3f}"
-    if any(word in metric for word in ("accuracy", "rate", "tpr", "fpr", "asr", "drop")):
+    if any(word in metric for word in ("accuracy", "rate", "tpr", "fpr", "asr", "drop", "fidelity")):
         return pct(v)
     return f"{v:.4g}"
 

@@ -277,6 +277,7 @@ class ExtractionAttack(Attack, ABC):
             curve=tuple(ctx.curve),
             transfer=transfer,
             seconds=time.perf_counter() - start,
+            model=model.eval(),
             warnings=tuple(ctx.warnings),
             extra={**ctx.extra, **self._extra()},
         )
