@@ -41,6 +41,9 @@ How it is measured:
 
     bash benchmarks/setup_peers.sh
     python benchmarks/extraction_art.py [--budgets 500 1000 2000] [--epochs 10] [--threads 1]
+    # or one process per seed, then one table:
+    python benchmarks/extraction_art.py --seeds 1 --out benchmarks/results/extraction_art-1.json
+    python benchmarks/extraction_art.py --merge benchmarks/results/extraction_art-*.json
 
 Writes benchmarks/results/extraction_art.json (`--out`).
 """
@@ -48,6 +51,7 @@ Writes benchmarks/results/extraction_art.json (`--out`).
 from __future__ import annotations
 
 import argparse
+import json
 import platform
 import time
 from pathlib import Path
@@ -80,6 +84,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", type=Path, default=HERE / "results" / "extraction_art.json")
+    p.add_argument("--merge", type=Path, nargs="+", help="only merge these result files (runs of other seeds)")
     return p.parse_args()
 
 
@@ -111,8 +116,40 @@ def art_extract(
     return stolen.model.eval()
 
 
+def summarise(runs: dict[tuple[int, str, str], dict[str, list[dict[str, Any]]]]) -> list[dict[str, Any]]:
+    """One row per (budget, strategy, answers): each library's means over the seeds, and the ratios."""
+    rows = []
+    for (budget, strategy, output), got in sorted(runs.items(), key=lambda kv: (kv[0][0], kv[0][1] != "random")):
+        row: dict[str, Any] = {"budget": budget, "strategy": strategy, "output": output, "runs": got}
+        for lib in ("bastion", "art"):
+            row[lib] = {k: _mean([r[k] for r in got[lib]]) for k in METRICS}
+        b, a = row["bastion"], row["art"]
+        row["ratios"] = {k: (b[k] / a[k] if a[k] else None) for k in ("accuracy", "fidelity", "seconds")}
+        rows.append(row)
+    return rows
+
+
+def merge(files: list[Path], out: Path) -> None:
+    """Merge result files written by runs of other seeds (same settings otherwise) into one table."""
+    reports = [json.loads(f.read_text()) for f in files]
+    runs: dict[tuple[int, str, str], dict[str, list[dict[str, Any]]]] = {}
+    for rep in reports:
+        for row in rep["rows"]:
+            got = runs.setdefault((row["budget"], row["strategy"], row["output"]), {"bastion": [], "art": []})
+            for lib in ("bastion", "art"):
+                got[lib] += row["runs"][lib]
+    seeds = sorted({r["seed"] for got in runs.values() for r in got["bastion"]})
+    report = {**reports[0], "settings": {**reports[0]["settings"], "seeds": seeds}, "rows": summarise(runs)}
+    report["merged_from"] = [str(f) for f in files]
+    print(render(report))
+    print("->", write_json(out, report))
+
+
 def main() -> None:
     args = parse_args()
+    if args.merge:
+        merge(args.merge, args.out)
+        return
     torch.set_num_threads(args.threads)
     import art
 
@@ -162,14 +199,7 @@ def main() -> None:
                     got["art"].append({"seed": seed, "seconds": a_seconds, **measure(stolen)})
                     print(f"seed {seed} " + _line(budget, strategy, output, got["bastion"][-1], got["art"][-1]),
                           flush=True)  # fmt: skip
-    rows = []
-    for (budget, strategy, output), got in runs.items():
-        row: dict[str, Any] = {"budget": budget, "strategy": strategy, "output": output, "runs": got}
-        for lib in ("bastion", "art"):
-            row[lib] = {k: _mean([r[k] for r in got[lib]]) for k in METRICS}
-        b, a = row["bastion"], row["art"]
-        row["ratios"] = {k: (b[k] / a[k] if a[k] else None) for k in ("accuracy", "fidelity", "seconds")}
-        rows.append(row)
+    rows = summarise(runs)
     report = {
         "benchmark": "extraction_art",
         "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
