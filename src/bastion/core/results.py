@@ -429,6 +429,8 @@ class ExtractionResult:
         transfer: the transfer attack's record (`eps`, `n` attacked, `success_rate` on the victim,
             `surrogate_success_rate`, `noise_success_rate` of random +-eps signs), or None when not run.
         seconds: wall time of the extraction (queries and training) and measurement.
+        attack_seconds: the part of it the attack itself took (queries and training), without the
+            measurements of the model and the copies on the test images and the transfer attack.
         model: the surrogate itself, in eval mode (not part of `to_dict()`).
         warnings: findings that cast doubt on the numbers.
         extra: method-specific records (plain JSON types).
@@ -449,6 +451,7 @@ class ExtractionResult:
     curve: tuple[CurvePoint, ...]
     transfer: dict[str, Any] | None
     seconds: float
+    attack_seconds: float
     model: nn.Module | None = None
     warnings: tuple[str, ...] = ()
     extra: dict[str, Any] = field(default_factory=dict)
@@ -486,6 +489,7 @@ class ExtractionResult:
             "fidelity": _json_float(self.fidelity),
             "transfer_success_rate": self.transfer_success_rate,
             "seconds": self.seconds,
+            "attack_seconds": self.attack_seconds,
             "warnings": list(self.warnings),
             "surrogate": dict(self.surrogate),
             "transfer_set": dict(self.transfer_set),

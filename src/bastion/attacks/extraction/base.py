@@ -64,6 +64,9 @@ class ExtractionContext:
         oracle: the API; every row costs one query of the total budget (`ask`).
         gen: the run's generator; every random draw comes from it.
         num_classes: K.
+        build: a fresh, untrained surrogate on the victim's device, seeded with the attack's seed (the
+            same initial weights at every call).
+        measure: (accuracy, fidelity) of a surrogate on the test images (used by `record`).
         progress: where to report progress.
         curve: surrogates measured so far (`record`).
         warnings: findings that cast doubt on the numbers.
@@ -225,8 +228,12 @@ class ExtractionAttack(Attack, ABC):
         def wrap(model: nn.Module) -> Victim:
             return Victim(model, input_shape=victim.input_shape, bounds=victim.bounds, device=dev)
 
+        measuring = [time.perf_counter() - start]  # seconds spent measuring, not attacking
+
         def measure(model: nn.Module) -> tuple[float, float]:
+            t0 = time.perf_counter()
             pred = wrap(model).predict(x_test)
+            measuring[0] += time.perf_counter() - t0
             return float((pred == y_test).double().mean()), float((pred == victim_pred).double().mean())
 
         def build() -> nn.Module:
@@ -243,6 +250,7 @@ class ExtractionAttack(Attack, ABC):
             progress=progress,
         )
         model = self._extract(ctx, x_pool.to(dev), None if y_pool is None else y_pool.to(dev, torch.long))
+        attack_seconds = time.perf_counter() - start - measuring[0]
         queries = ctx.used
         assert queries <= self.budget, "the oracle enforces the budget"
         sur = wrap(model)
@@ -277,6 +285,7 @@ class ExtractionAttack(Attack, ABC):
             curve=tuple(ctx.curve),
             transfer=transfer,
             seconds=time.perf_counter() - start,
+            attack_seconds=attack_seconds,
             model=model.eval(),
             warnings=tuple(ctx.warnings),
             extra={**ctx.extra, **self._extra()},
