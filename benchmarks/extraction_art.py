@@ -139,7 +139,9 @@ def merge(files: list[Path], out: Path) -> None:
             for lib in ("bastion", "art"):
                 got[lib] += row["runs"][lib]
     seeds = sorted({r["seed"] for got in runs.values() for r in got["bastion"]})
-    report = {**reports[0], "settings": {**reports[0]["settings"], "seeds": seeds}, "rows": summarise(runs)}
+    budgets = sorted({b for b, _, _ in runs})
+    settings = {**reports[0]["settings"], "seeds": seeds, "budgets": budgets}
+    report = {**reports[0], "settings": settings, "rows": summarise(runs)}
     report["merged_from"] = [str(f) for f in files]
     print(render(report))
     print("->", write_json(out, report))
