@@ -30,9 +30,10 @@ def test_builtin_plans_load_and_full_covers_every_attack() -> None:
     assert {s.method for s in full if s.kind == "bitflip"} == set(ATTACKS.names("bitflip"))
     assert {s.method for s in full if s.kind == "split-extraction"} == set(ATTACKS.names("split-extraction"))
     assert {s.method for s in full if s.kind == "protection"} == set(ATTACKS.names("protection"))
+    assert {s.method for s in full if s.kind == "extraction"} == set(ATTACKS.names("extraction"))
     screened = {d for s in full if s.kind == "backdoor" for d in s.settings.detectors}
     assert screened == set(DEFENSES.names("backdoor-input")) | set(DEFENSES.names("backdoor-data"))
-    kinds = {"evasion", "membership", "ood", "backdoor", "bitflip", "protection"}
+    kinds = {"evasion", "membership", "ood", "backdoor", "bitflip", "protection", "extraction"}
     assert {s.kind for s in plans["standard"].scenarios} == kinds
     assert {s.kind for s in plans["quick"].scenarios} == {"evasion"}  # quick stays a few minutes
     quick = plans["quick"]

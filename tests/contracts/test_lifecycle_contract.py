@@ -1,7 +1,7 @@
-"""One battery over every registered membership attack, OOD detector and bit-flip attack: scores are
-finite and reproducible, each membership candidate costs exactly one query per view (shadow-model
-attacks get tiny shadows), a bit flip is one bit and
-the Hamming distance counts them, the model is left as it was, and the record is plain JSON."""
+"""One battery over every registered membership attack, OOD detector, bit-flip and extraction attack:
+scores are finite and reproducible, each membership candidate costs exactly one query per view
+(shadow-model attacks get tiny shadows), a bit flip is one bit and the Hamming distance counts them, an
+extraction spends at most its total budget, the model is left as it was, and the record is plain JSON."""
 
 import json
 
@@ -9,6 +9,7 @@ import pytest
 import torch
 from torch import nn
 
+import bastion.attacks.extraction
 import bastion.attacks.privacy
 import bastion.attacks.weights
 import bastion.defenses  # noqa: F401  (registers the detectors)
@@ -81,3 +82,23 @@ def test_bitflip_contract(name: str, digits_model: nn.Module, digits_data: Datas
     assert attack.run(victim, x, y, x_attack=x_attack, y_attack=y_attack).flips == result.flips
     assert not digits_model.training and all(torch.equal(before[k], v) for k, v in digits_model.state_dict().items())
     json.dumps(result.to_dict(), allow_nan=False)
+
+
+@pytest.mark.parametrize("name", ATTACKS.names("extraction"))
+def test_extraction_contract(name: str, digits_model: nn.Module, digits_data: Dataset) -> None:
+    before = {k: v.clone() for k, v in digits_model.state_dict().items()}
+    victim = Victim(digits_model, input_shape=(1, 8, 8))
+    attack = ATTACKS.get(name)(budget=24, epochs=1, seed=3, transfer_n=10)
+    args = (digits_data.x_train[:200], digits_data.y_train[:200], digits_data.x_test[:40], digits_data.y_test[:40])
+
+    def factory() -> nn.Module:
+        return nn.Sequential(nn.Flatten(), nn.Linear(64, 10))
+
+    for output in ("probs", "label"):
+        result = attack.run(victim, factory, *args, output=output)
+        assert attack.family == "extraction" and result.method == name
+        assert 0 < result.queries <= 24 and result.curve[-1].queries <= result.queries
+        assert 0.0 <= result.fidelity <= 1.0 and result.transfer is not None
+        assert torch.equal(attack.run(victim, factory, *args, output=output).surrogate_pred, result.surrogate_pred)
+        json.dumps(result.to_dict(), allow_nan=False)
+    assert not digits_model.training and all(torch.equal(before[k], v) for k, v in digits_model.state_dict().items())

@@ -39,7 +39,9 @@ from bastion.defenses.postprocess import PostProcess, build_postprocessors
 _FAMILY_COMMANDS = {
     "membership": "mia",
     "backdoor": "poison",
+    "protection": "protect",
     "bitflip": "bitflip",
+    "extraction": "extract --attack",
     "split-extraction": "sfl-extract --attack",
 }
 

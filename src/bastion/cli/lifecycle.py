@@ -1,8 +1,8 @@
-"""`bastion mia`, `bastion ood`, `bastion poison`, `bastion protect`, `bastion bitflip` and
-`bastion sfl-extract`: one family's scenarios on a model, outside an audit.
+"""`bastion mia`, `bastion ood`, `bastion poison`, `bastion protect`, `bastion bitflip`, `bastion extract`
+and `bastion sfl-extract`: one family's scenarios on a model, outside an audit.
 
-They run exactly what an audit's `membership`, `ood`, `backdoor`, `protection`, `bitflip` and
-`split-extraction` scenarios run (the same kind, the same samples), print a table and, with --json,
+They run exactly what an audit's `membership`, `ood`, `backdoor`, `protection`, `bitflip`, `extraction`
+and `split-extraction` scenarios run (the same kind, the same samples), print a table and, with --json,
 write every scenario's record.
 """
 
@@ -18,6 +18,7 @@ from bastion.audit import KINDS, AuditTarget, Scenario
 from bastion.audit.kinds import MethodParams
 from bastion.audit.kinds.backdoor import BackdoorSettings, unknown_detector
 from bastion.audit.kinds.bitflip import BitFlipSettings
+from bastion.audit.kinds.extraction import ExtractionSettings, check_settings
 from bastion.audit.kinds.ood import SETS, OODSettings
 from bastion.audit.kinds.protection import ProtectionSettings, adversarial_recipe
 from bastion.audit.kinds.split_extraction import AUX_SOURCES, SplitExtractionSettings
@@ -506,3 +507,95 @@ def sfl_extract(
     )
     columns = ["accuracy", "fidelity", "victim_accuracy", "random_accuracy", "queries"]
     _report([(columns, [(attack, rows[0]["metrics"])])], header, rows, target, json_out)
+
+
+def extract(
+    params: Annotated[
+        list[str] | None,
+        typer.Argument(help="the attack's parameters as key=value, e.g. policy=adaptive", show_default=False),
+    ] = None,
+    attack: Annotated[str, typer.Option(help="extraction attack (`bastion list attacks`, family extraction)")] = (
+        "knockoff"
+    ),
+    budget: Annotated[
+        int | None, typer.Option(help="total queries the API answers (default: the attack's)", show_default=False)
+    ] = None,
+    output: Annotated[str, typer.Option(help="what the API answers: probs, label or top-k (with --k)")] = "probs",
+    k: Annotated[int | None, typer.Option("--k", help="classes shown by a top-k API", show_default=False)] = None,
+    pool: Annotated[
+        str | None,
+        typer.Option(
+            help="the attacker's images: digits (another distribution), ood (the --ood-data training split) or "
+            "heldout (test images after the first N); default: heldout for jbda, else digits (ood for colour "
+            "images when --ood-data is given)",
+            show_default=False,
+        ),
+    ] = None,
+    defense: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--defense",
+            help="an output post-processor the API applies, NAME or NAME:key=value,... (`bastion list defenses`); "
+            "repeat to chain them in order",
+            show_default=False,
+        ),
+    ] = None,
+    checkpoint: CheckpointOpt = None,
+    data: DataOpt = None,
+    model: ModelOpt = None,
+    weights: WeightsOpt = None,
+    mean: MeanOpt = None,
+    std: StdOpt = None,
+    bounds: BoundsOpt = "0,1",
+    logits_key: LogitsKeyOpt = None,
+    n: Annotated[int, typer.Option("--n", help="test images the copy is measured on (never queried)")] = 500,
+    seed: Annotated[int, typer.Option(help="seeds the pool, the queries and the copy's training")] = 0,
+    ood_data: OodDataOpt = None,
+    data_root: DataRootOpt = None,
+    device: DeviceOpt = "auto",
+    json_out: JsonOpt = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Model extraction: how well can a copy of the model be trained through its query API?
+
+    Queries the model as a black box within a total budget (Knockoff Nets on another distribution's
+    images, or JBDA growing a seed set along the copy's Jacobian), trains a fresh model of the same
+    architecture on the answers, and prints the copy's accuracy, its fidelity (agreement with the
+    model's labels on the first N test images, never queried), the queries spent, and how often
+    PGD examples crafted on the copy fool the model.
+    """
+    cls = ATTACKS.get(attack, family="extraction")
+    kwargs = parse_params(cls, params or [])
+    if budget is not None:
+        if "budget" in kwargs:
+            raise ConfigError("give the budget once: --budget or budget=, not both")
+        kwargs["budget"] = budget
+    cls(**kwargs)  # checks the parameters before the model loads
+    defenses = tuple(defense or ())
+    check_settings(output, k, pool, defenses)
+    if n < 1:
+        raise ConfigError(f"--n must be at least 1; got {n}")
+    target = audit_target(
+        checkpoint=checkpoint,
+        model=model,
+        weights=weights,
+        mean=mean,
+        std=std,
+        bounds=bounds,
+        logits_key=logits_key,
+        data=data,
+        data_root=data_root,
+        ood_data=ood_data,
+        device=device,
+    )
+    kind = KINDS.get("extraction")
+    settings = ExtractionSettings(params=kwargs, output=output, k=k, pool=pool, defenses=defenses)
+    key = kind.default_name(attack, settings)
+    rows = _run("extraction", [Scenario(key, "extraction", attack, n, settings)], target, seed, quiet)
+    record = rows[0]["record"]
+    header = (
+        f"[bold]model extraction[/bold] on {target.model_name}: {record['queries']:,} of {record['budget']:,} "
+        f"queries answering {record['output']}, pool {record['transfer_set']['pool']}, {record['n_test']} test images"
+    )
+    columns = ["victim_accuracy", "accuracy", "fidelity", "queries", "transfer_success_rate", "noise_success_rate"]
+    _report([(columns, [(key, rows[0]["metrics"])])], header, rows, target, json_out)

@@ -61,6 +61,10 @@ class Oracle:
     before anything is answered (`on_exhausted="raise"`), or that sample's excess rows are refused:
     they come back as NaN (label mode: -1) and are not counted (`on_exhausted="refuse"`).
 
+    An API with one budget for all its queries (model extraction: the attacker's total budget B) is an
+    oracle with `n=1` and `max_queries=B`: every row of every query belongs to sample 0, so the count of
+    that one sample is the total and the per-sample budget is the total budget.
+
     Args:
         victim: the model behind the API.
         n: the number of samples under attack.

@@ -6,7 +6,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from torch import Tensor
+from torch import Tensor, nn
 
 from bastion.core import metrics
 from bastion.core.threat import Access, ThreatModel
@@ -15,7 +15,9 @@ __all__ = [
     "AttackResult",
     "BitFlip",
     "BitFlipResult",
+    "CurvePoint",
     "DetectionResult",
+    "ExtractionResult",
     "PoisonResult",
     "ProtectionResult",
     "perturbation_norms",
@@ -456,5 +458,115 @@ class BitFlipResult:
             "curves": {k: [_json_float(x) for x in v] for k, v in self.curves.items()},
             "loss_curve": None if self.loss is None else [v if math.isfinite(v) else None for v in self.loss],
             "bit_flips": [f._asdict() for f in self.flips],
+            "extra": dict(self.extra),
+        }
+
+
+class CurvePoint(NamedTuple):
+    """A surrogate measured part-way through an extraction: after `queries` answered queries, its
+    accuracy on the test images and its fidelity (label agreement with the victim on them)."""
+
+    queries: int
+    accuracy: float
+    fidelity: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class ExtractionResult:
+    """What a model-extraction attack got from a black-box API: a surrogate, measured against the victim.
+
+    Accuracy and fidelity are measured on test images the attacker never queried, by running both
+    models on them (a measurement, not queries: the API's budget pays only for the attacker's own
+    queries). The transfer attack is crafted white-box on the surrogate and the victim's labels on the
+    result are measured the same way.
+
+    Attributes:
+        method: the registered name of the attack.
+        params: its hyperparameters (plain JSON types).
+        seed: the seed of its generator.
+        output: what the API answered (`probs`, `top-k`, `label`).
+        defenses: the output defenses the API ran, by name (as the caller named them).
+        budget: the total query budget.
+        queries: queries the API answered (never more than `budget`).
+        surrogate: how the surrogate was built (architecture, initialisation, training settings).
+        transfer_set: where the attacker's images came from (the pool, the seed set).
+        y: true labels of the test images (N,).
+        victim_pred: the victim's labels on them (N,).
+        surrogate_pred: the final surrogate's labels on them (N,).
+        curve: the surrogate measured at checkpoints, in query order (the last is the final surrogate).
+        transfer: the transfer attack's record (`eps`, `n` attacked, `success_rate` on the victim,
+            `surrogate_success_rate`, `noise_success_rate` of random +-eps signs), or None when not run.
+        seconds: wall time of the extraction (queries and training) and measurement.
+        attack_seconds: the part of it the attack itself took (queries and training), without the
+            measurements of the model and the copies on the test images and the transfer attack.
+        model: the surrogate itself, in eval mode (not part of `to_dict()`).
+        warnings: findings that cast doubt on the numbers.
+        extra: method-specific records (plain JSON types).
+    """
+
+    method: str
+    params: dict[str, Any]
+    seed: int
+    output: str
+    defenses: tuple[str, ...]
+    budget: int
+    queries: int
+    surrogate: dict[str, Any]
+    transfer_set: dict[str, Any]
+    y: Tensor
+    victim_pred: Tensor
+    surrogate_pred: Tensor
+    curve: tuple[CurvePoint, ...]
+    transfer: dict[str, Any] | None
+    seconds: float
+    attack_seconds: float
+    model: nn.Module | None = None
+    warnings: tuple[str, ...] = ()
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def accuracy(self) -> float:
+        """The surrogate's accuracy on the test images."""
+        return _mean(self.surrogate_pred == self.y)
+
+    @property
+    def victim_accuracy(self) -> float:
+        return _mean(self.victim_pred == self.y)
+
+    @property
+    def fidelity(self) -> float:
+        """Share of the test images on which the surrogate gives the victim's label."""
+        return _mean(self.surrogate_pred == self.victim_pred)
+
+    @property
+    def transfer_success_rate(self) -> float | None:
+        return None if self.transfer is None else self.transfer["success_rate"]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "method": self.method,
+            "params": dict(self.params),
+            "seed": self.seed,
+            "output": self.output,
+            "defenses": list(self.defenses),
+            "budget": self.budget,
+            "queries": self.queries,
+            "n_test": int(self.y.numel()),
+            "accuracy": _json_float(self.accuracy),
+            "victim_accuracy": _json_float(self.victim_accuracy),
+            "fidelity": _json_float(self.fidelity),
+            "transfer_success_rate": self.transfer_success_rate,
+            "seconds": self.seconds,
+            "attack_seconds": self.attack_seconds,
+            "warnings": list(self.warnings),
+            "surrogate": dict(self.surrogate),
+            "transfer_set": dict(self.transfer_set),
+            "curve": [p._asdict() for p in self.curve],
+            "transfer": None if self.transfer is None else dict(self.transfer),
+            "per_sample": {
+                "y": self.y.tolist(),
+                "victim_pred": self.victim_pred.tolist(),
+                "surrogate_pred": self.surrogate_pred.tolist(),
+            },
             "extra": dict(self.extra),
         }

@@ -12,6 +12,7 @@ from bastion.audit.kinds.base import (
 )
 from bastion.audit.kinds.bitflip import BitFlipKind
 from bastion.audit.kinds.evasion import EvasionKind
+from bastion.audit.kinds.extraction import ExtractionKind
 from bastion.audit.kinds.membership import MembershipKind
 from bastion.audit.kinds.ood import OODKind
 from bastion.audit.kinds.protection import ProtectionKind
@@ -22,6 +23,7 @@ __all__ = [
     "BackdoorKind",
     "BitFlipKind",
     "EvasionKind",
+    "ExtractionKind",
     "MembershipKind",
     "MethodParams",
     "OODKind",
