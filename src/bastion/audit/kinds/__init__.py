@@ -14,6 +14,7 @@ from bastion.audit.kinds.bitflip import BitFlipKind
 from bastion.audit.kinds.evasion import EvasionKind
 from bastion.audit.kinds.membership import MembershipKind
 from bastion.audit.kinds.ood import OODKind
+from bastion.audit.kinds.ownership import OwnershipKind
 
 __all__ = [
     "KINDS",
@@ -23,6 +24,7 @@ __all__ = [
     "MembershipKind",
     "MethodParams",
     "OODKind",
+    "OwnershipKind",
     "Scenario",
     "ScenarioKind",
     "ScenarioResult",
