@@ -144,16 +144,25 @@ class BlackMarks(OwnershipMethod):
         pool = torch.nonzero(pred == y.cpu()).flatten()
         pool = pool[torch.randperm(pool.numel(), generator=gen)]
         wanted = signature.repeat_interleave(self.candidates)  # (N c,) the bit each candidate must carry
-        if pool.numel() < wanted.numel():
-            raise DataError(
-                f"blackmarks needs {wanted.numel()} correctly classified images; the model has {pool.numel()}"
-            )
-        chosen = pool[: wanted.numel()]
-        # target: the most likely class of the wanted bit other than the predicted one
+        # an image can carry bit b when some class of bit b other than its own exists (a group of one class
+        # cannot take its own images); each image serves one candidate
+        per_bit = torch.stack([(bit_of_class == b).sum() - (bit_of_class[pred[pool]] == b).long() for b in (0, 1)])
+        queues = {b: pool[per_bit[b] > 0].tolist() for b in (0, 1)}
+        used: set[int] = set()
+        picks = []
+        for b in wanted.tolist():
+            while queues[b] and queues[b][0] in used:
+                queues[b].pop(0)
+            if not queues[b]:
+                raise DataError(
+                    f"blackmarks needs {wanted.numel()} correctly classified images that can carry their bit; the "
+                    f"model has {pool.numel()} correct ones: give more images or lower `bits` or `candidates`"
+                )
+            picks.append(queues[b].pop(0))
+            used.add(picks[-1])
+        chosen = torch.tensor(picks)
         allowed = bit_of_class.unsqueeze(0) == wanted.unsqueeze(1)  # (N c, K)
         allowed[torch.arange(wanted.numel()), pred[chosen]] = False
-        if not bool(allowed.any(dim=1).all()):
-            raise DataError("a bit's group holds only the source class; blackmarks needs two classes per group")
         targets = logits[chosen].masked_fill(~allowed, -torch.inf).argmax(dim=1)
         x_key, reached = self._attack(victim, x[chosen.to(x.device)], targets)
         keep = reached.clone()
