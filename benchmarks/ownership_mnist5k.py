@@ -57,7 +57,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--di-fit", type=int, default=100, help="dataset inference: regressor points per side")
     p.add_argument("--di-test", type=int, default=40, help="dataset inference: tested points per side")
     p.add_argument("--di-directions", type=int, default=10)
-    p.add_argument("--di-scale", type=float, default=2.0, help="Blind Walk noise, times the reference's")
+    p.add_argument("--di-scale", type=float, default=8.0, help="Blind Walk noise, times the reference's")
+    p.add_argument("--di-steps", type=int, default=25, help="Blind Walk steps per direction")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", type=Path, default=HERE / "results" / "ownership_mnist5k.json")
     return p.parse_args()
@@ -148,7 +149,9 @@ def main() -> None:
                     row(seed, "blackmarks", f"independent {i + 1}", bm.verify(victim(m), bkey, x_test=xt, y_test=yt))
                 )
         if "di" in args.methods:
-            di = DatasetInference(m=20, directions=args.di_directions, scale=args.di_scale, seed=seed)
+            di = DatasetInference(
+                m=20, directions=args.di_directions, scale=args.di_scale, max_steps=args.di_steps, seed=seed
+            )
             f, t = args.di_fit, args.di_test
             state = di.fit(victim(owner), xa[:f], ya[:f], xt[:f], yt[:f])
             suspects = {

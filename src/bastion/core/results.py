@@ -450,7 +450,7 @@ class OwnershipResult:
             "method": self.method,
             "params": dict(self.params),
             "seed": self.seed,
-            "statistic": _json_float(self.statistic),
+            "statistic": self.statistic if math.isfinite(self.statistic) else None,
             "p_value": self.p_value,
             "log10_p_value": math.log10(self.p_value) if self.p_value > 0 else None,
             "alpha": self.alpha,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 from typing import Literal
@@ -187,7 +188,7 @@ class DatasetInference(OwnershipMethod):
             n=size,
             clean_accuracy=clean_accuracy(suspect, x_test, y_test),
             extra={
-                "welch_df": df,
+                "welch_df": df if math.isfinite(df) else None,
                 "mean_private": float(s_priv.mean()),
                 "mean_public": float(s_pub.mean()),
                 "fit_gap": state.fit_gap,
