@@ -98,18 +98,24 @@ def _distil(data: Dataset, teacher: nn.Module, x: Tensor, seed: int, epochs: int
     return _train(data, x, torch.arange(x.shape[0]), seed, epochs=epochs, hooks=Hooks(loss=loss))
 
 
-def test_dataset_inference_separates_the_source_from_the_other_half(zoo: Zoo) -> None:
+@pytest.mark.xfail(
+    strict=True,
+    reason="not met on mnist5k: Blind Walk distances barely differ between training and unseen digits; "
+    "benchmarks/ownership_mnist5k.py measured source p 0.061 and 0.43, distilled 0.60 and 0.24, other half "
+    "0.23 and 0.0062 (seeds 0, 1)",
+)
+def test_dataset_inference_claims_the_source_and_a_distilled_copy_not_the_other_half(zoo: Zoo) -> None:
     d = zoo.data
     xa, ya, xb = d.x_train[:2000], d.y_train[:2000], d.x_train[2000:]
     di = DatasetInference(m=20, scale=8.0, max_steps=25, seed=0)
     state = di.fit(_victim(zoo.owner), xa[:100], ya[:100], d.x_test[:100], d.y_test[:100])
     test = (xa[100:140], ya[100:140], d.x_test[100:140], d.y_test[100:140])
     other = di.verify(_victim(zoo.other_half), state, *test)
-    assert other.p_value > 0.05 and not other.claimed
     assert other.queries.max() <= 3 * 10 * 25  # Blind Walk's per-point budget
     source = di.verify(_victim(zoo.owner), state, *test)
     student = di.verify(_victim(_distil(d, zoo.owner, xb, 7, epochs=3)), state, *test)
-    # the paper's claim at this scale (p < 0.01 for the source and the distilled copy) is not met on
-    # mnist5k: random-noise distances barely differ between training and unseen digits (see
-    # docs/ownership.md); the source must at least score below the other-half model
-    assert source.p_value < other.p_value, (source.p_value, student.p_value, other.p_value)
+    assert source.p_value < 0.01 and student.p_value < 0.01 and other.p_value > 0.05, (
+        source.p_value,
+        student.p_value,
+        other.p_value,
+    )

@@ -185,3 +185,24 @@ def test_fine_tuning_modes_and_pruning_work_on_copies(digits_model: nn.Module, d
     with pytest.raises(ConfigError, match="fine-tuning mode"):
         fine_tune(digits_model, x, y, mode="ftxx")  # type: ignore[arg-type]
     assert not math.isnan(sparsity(tuned))
+
+
+def test_dataset_inference_end_to_end_when_public_points_sit_on_the_boundary(
+    digits_model: nn.Module, digits_data: Dataset
+) -> None:
+    """A known answer for the whole pipeline: "public" points given a wrong label stop every walk at the
+    first step (the model already disagrees), so the regressor must score them high and the one-sided
+    test claim the model; with private and public swapped, the test must not."""
+    v = Victim(digits_model, input_shape=(1, 8, 8))
+    x_priv, y_priv = digits_data.x_train[:60], digits_data.y_train[:60]
+    x_pub, y_pub = digits_data.x_test[:60], (digits_data.y_test[:60] + 1) % 10
+    di = DatasetInference(directions=2, max_steps=10, m=10, subsets=20, regressor_steps=300, seed=0)
+    state = di.fit(v, x_priv[:40], y_priv[:40], x_pub[:40], y_pub[:40])
+    res = di.verify(v, state, x_priv[40:], y_priv[40:], x_pub[40:], y_pub[40:])
+    assert res.claimed and res.p_value < 1e-3 and res.statistic > 0
+    assert res.queries[20:].tolist() == [3 * 2] * 20  # the wrongly labelled points: one query per walk
+    assert int(res.queries.max()) <= 3 * 2 * 10 and set(res.extra["curve"]) == {str(m) for m in range(2, 21)}
+    swapped = di.verify(v, state, x_pub[40:], y_pub[40:], x_priv[40:], y_priv[40:])
+    assert swapped.p_value > 0.5 and not swapped.claimed
+    again = di.verify(v, state, x_priv[40:], y_priv[40:], x_pub[40:], y_pub[40:])
+    assert again.p_value == res.p_value  # seeded: the same directions and subsets
