@@ -119,3 +119,15 @@ def test_ownership_command_errors_are_one_line(args: list[str], message: str) ->
     result = CliRunner().invoke(app, [*args, "-c", str(DIGITS)])
     assert result.exit_code == 2
     assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_ownership_command_tests_given_suspects_with_dataset_inference(tmp_path: Path) -> None:
+    surrogate = FIXTURES / "small_cnn-digits-surrogate.safetensors"
+    args = ["ownership", "directions=2", "max_steps=10", "m=5", "subsets=10", "regressor_steps=100", "-c", str(DIGITS)]
+    args += ["--suspect", str(DIGITS), "--suspect", str(surrogate), "--fit-points", "40", "--test-points", "20"]
+    result = CliRunner().invoke(app, [*args, "--n", "360", "-q", "--json", str(tmp_path / "s.json")])
+    assert result.exit_code == 0, result.stderr
+    assert "regressor on 40 private and 40 public points, 20 of each tested" in result.stdout
+    suspects = json.loads((tmp_path / "s.json").read_text())["suspects"]
+    assert [s["suspect"] for s in suspects] == [str(DIGITS), str(surrogate)]
+    assert all(s["n"] == 20 and s["queries_max"] <= 3 * 2 * 10 and 0 <= s["p_value"] <= 1 for s in suspects)
