@@ -31,6 +31,7 @@ def test_builtin_plans_load_and_full_covers_every_attack() -> None:
     assert {s.method for s in full if s.kind == "split-extraction"} == set(ATTACKS.names("split-extraction"))
     assert {s.method for s in full if s.kind == "protection"} == set(ATTACKS.names("protection"))
     assert {s.method for s in full if s.kind == "extraction"} == set(ATTACKS.names("extraction"))
+    assert {s.method for s in full if s.kind == "ownership"} == set(DEFENSES.names("ownership"))
     screened = {d for s in full if s.kind == "backdoor" for d in s.settings.detectors}
     assert screened == set(DEFENSES.names("backdoor-input")) | set(DEFENSES.names("backdoor-data"))
     kinds = {"evasion", "membership", "ood", "backdoor", "bitflip", "protection", "extraction"}
@@ -125,7 +126,10 @@ def test_the_kind_follows_from_what_a_scenario_runs() -> None:
     ("text", "message"),
     [
         ("scenarios:\n  - attack: pgd\n    family: evasion\n", "line 3: `family` is not a field"),
-        ("scenarios:\n  - eps: 0.3\n", "line 2: scenario 1 must name what it runs with one of `attack` or `detector`"),
+        (
+            "scenarios:\n  - eps: 0.3\n",
+            "line 2: scenario 1 must name what it runs with one of `attack` or `detector` or `ownership`",
+        ),
         ("scenarios:\n  - attack: pgd\n    detector: msp\n", "it has both attack and detector"),
         ("scenarios:\n  - detector: aaa\n", "unknown detector 'aaa' ('aaa' is in the postprocess family"),
         ("scenarios:\n  - detector: engery\n", 'Did you mean "energy"?'),

@@ -7,7 +7,7 @@ import sys
 import typer
 from typer.core import TyperGroup
 
-from bastion.cli import attack, audit, certify, lifecycle, listing, runs, train
+from bastion.cli import attack, audit, certify, lifecycle, listing, ownership, runs, train
 from bastion.cli import eval as eval_cmd
 from bastion.core.errors import BastionError
 
@@ -46,6 +46,8 @@ app.command("protect")(lifecycle.protect)
 app.command("bitflip")(lifecycle.bitflip)
 app.command("extract")(lifecycle.extract)
 app.command("sfl-extract")(lifecycle.sfl_extract)
+app.command("ownership")(ownership.ownership)
+app.add_typer(ownership.watermark_app)
 app.command("audit")(audit.audit)
 app.command("report")(runs.report)
 app.command("compare")(runs.compare)

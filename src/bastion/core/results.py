@@ -18,6 +18,7 @@ __all__ = [
     "CurvePoint",
     "DetectionResult",
     "ExtractionResult",
+    "OwnershipResult",
     "PoisonResult",
     "ProtectionResult",
     "perturbation_norms",
@@ -568,5 +569,82 @@ class ExtractionResult:
                 "victim_pred": self.victim_pred.tolist(),
                 "surrogate_pred": self.surrogate_pred.tolist(),
             },
+            "extra": dict(self.extra),
+        }
+
+
+@dataclass(frozen=True, kw_only=True)
+class OwnershipResult:
+    """An ownership check of one suspect model: the evidence that it derives from the owner's model or data.
+
+    A small p-value is evidence of ownership; the claim is made when it falls below `alpha`.
+
+    Attributes:
+        method: the registered name of the ownership method (`watermark`, `blackmarks`, `dataset-inference`).
+        params: its hyperparameters (plain JSON types).
+        seed: the seed of its generator.
+        statistic: the method's test statistic: the share of watermark keys the suspect labels as the
+            owner's key says (`watermark`), the share of signature bits it returns (`blackmarks`), the
+            Welch t statistic of the regressor's scores, public over private (`dataset-inference`).
+        p_value: the probability of evidence at least this strong from a model independent of the owner's.
+        alpha: the significance level of the claim.
+        queries: queries the suspect answered, per probe (N,): key images, or points walked.
+        seconds: wall time of the check.
+        n: the sample behind the statistic: key images, signature bits, or points per side.
+        matches: keys labelled as the key says, or bits returned right (None for dataset inference).
+        p0: the agreement rate of an independent model under the null (None where it does not apply).
+        interval: a two-sided 95% Clopper-Pearson interval on the agreement rate (None where it does not apply).
+        ber: the bit error rate of an extracted signature (`blackmarks`; None otherwise).
+        within_tolerance: whether the method's own threshold on its statistic is met (a BER at most the
+            tolerance); the claim needs it and p < `alpha`.
+        clean_accuracy: the suspect's accuracy on the test images it was given (None without them).
+        warnings: findings that cast doubt on the numbers.
+        extra: method-specific records (plain JSON types).
+    """
+
+    method: str
+    params: dict[str, Any]
+    seed: int
+    statistic: float
+    p_value: float
+    alpha: float
+    queries: Tensor
+    seconds: float
+    n: int
+    matches: int | None = None
+    p0: float | None = None
+    interval: tuple[float, float] | None = None
+    ber: float | None = None
+    within_tolerance: bool = True
+    clean_accuracy: float | None = None
+    warnings: tuple[str, ...] = ()
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def claimed(self) -> bool:
+        """Whether the evidence supports the ownership claim at level `alpha`."""
+        return self.p_value < self.alpha and self.within_tolerance
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "method": self.method,
+            "params": dict(self.params),
+            "seed": self.seed,
+            "statistic": self.statistic if math.isfinite(self.statistic) else None,
+            "p_value": self.p_value,
+            "log10_p_value": math.log10(self.p_value) if self.p_value > 0 else None,
+            "alpha": self.alpha,
+            "claimed": self.claimed,
+            "n": self.n,
+            "matches": self.matches,
+            "p0": self.p0,
+            "interval": None if self.interval is None else list(self.interval),
+            "ber": self.ber,
+            "within_tolerance": self.within_tolerance,
+            "clean_accuracy": self.clean_accuracy,
+            "queries": int(self.queries.sum()),
+            "queries_max": int(self.queries.max()) if self.queries.numel() else 0,
+            "seconds": self.seconds,
+            "warnings": list(self.warnings),
             "extra": dict(self.extra),
         }

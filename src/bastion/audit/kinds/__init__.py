@@ -15,6 +15,7 @@ from bastion.audit.kinds.evasion import EvasionKind
 from bastion.audit.kinds.extraction import ExtractionKind
 from bastion.audit.kinds.membership import MembershipKind
 from bastion.audit.kinds.ood import OODKind
+from bastion.audit.kinds.ownership import OwnershipKind
 from bastion.audit.kinds.protection import ProtectionKind
 from bastion.audit.kinds.split_extraction import SplitExtractionKind
 
@@ -27,6 +28,7 @@ __all__ = [
     "MembershipKind",
     "MethodParams",
     "OODKind",
+    "OwnershipKind",
     "ProtectionKind",
     "Scenario",
     "ScenarioKind",
