@@ -81,6 +81,14 @@ def test_extraction_scenarios_store_report_gate_and_match_the_command(tmp_path: 
     )  # fmt: skip
     assert budget.exit_code == 0, budget.stderr
     assert "30 of 30 queries answering label, pool heldout" in budget.stdout
+    ood = runner.invoke(
+        app, ["extract", "--pool", "ood", "--ood-data", "digits", "--output", "top-k", "--k", "2", "budget=40",
+              "epochs=1", "transfer_n=0", "-c", str(DIGITS), "--n", "100", "--json", str(out), "-q"],
+    )  # fmt: skip
+    assert ood.exit_code == 0, ood.stderr
+    steal = json.loads(out.read_text())["scenarios"][0]
+    assert steal["key"] == "knockoff-top2" and steal["record"]["output"] == "top-2"
+    assert steal["record"]["transfer_set"] == {"pool": "ood", "source": "digits training split", "pool_size": 1438}
 
 
 @pytest.mark.parametrize(
