@@ -142,8 +142,9 @@ class WaNet(PoisoningAttack):
 
         return edit
 
-    def poison(self, x: Tensor, y: Tensor, num_classes: int) -> Poisoned:
-        """Train-control: the set as it is, with the per-batch edit; dataset: backdoor and noise images."""
+    def poison(self, x: Tensor, y: Tensor, num_classes: int, *, surrogate: Victim | None = None) -> Poisoned:
+        """Train-control: the set as it is, with the per-batch edit; dataset: backdoor and noise images.
+        WaNet crafts on no model: `surrogate` is not used."""
         _check_images(x)
         if x.shape[0] != y.numel():
             raise DataError(f"wanet: {x.shape[0]} images but {y.numel()} labels; give one label per image")
