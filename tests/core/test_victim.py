@@ -105,3 +105,14 @@ def test_features_are_the_input_of_the_last_linear_layer() -> None:
     assert victim.features(x[:0]).shape == (0, 12)
     with pytest.raises(ModelError, match=r"no nn\.Linear"):
         Victim(nn.Sequential(nn.Flatten())).features(x)
+
+
+def test_like_sees_another_model_the_same_way() -> None:
+    first = nn.Sequential(nn.Flatten(), nn.Linear(4, 3))
+    v = Victim(first, input_shape=(1, 2, 2), bounds=(0.0, 2.0), batch_size=7)
+    other = nn.Sequential(nn.Flatten(), nn.Linear(4, 3))
+    w = v.like(other)
+    assert w.model is other and w.input_shape == (1, 2, 2) and w.bounds == (0.0, 2.0) and w.batch_size == 7
+    assert w.device == v.device and w.num_classes == 3
+    x = torch.rand(5, 1, 2, 2)
+    assert torch.equal(w.logits(x), other(x)) and not torch.equal(w.logits(x), v.logits(x))

@@ -12,6 +12,7 @@ from torch import Tensor, nn
 
 from bastion.core import ConfigError, DataError, Victim, make_generator
 from bastion.defenses.detect.ood import KNN, MSP, KernelPCA, Mahalanobis
+from bastion.defenses.detect.ood.base import OODDetector
 
 D = 6
 
@@ -180,3 +181,13 @@ def test_random_fourier_features_track_exact_cosine_gaussian_kernel_pca() -> Non
         if m == 2048:
             assert _spearman(scores, exact) > 0.8
     assert error[2048] < error[256]
+
+
+def test_a_fitting_detector_must_say_what_it_learns() -> None:
+    with pytest.raises(TypeError, match="must define _fit"):
+
+        class _Forgetful(OODDetector):  # fits, but learns nothing
+            fits = True
+
+            def _score(self, victim: Victim, x: Tensor, state: object) -> Tensor:
+                return x.flatten(1).mean(dim=1)

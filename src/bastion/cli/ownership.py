@@ -23,7 +23,6 @@ from bastion.cli.lifecycle import _report, _run
 from bastion.core.errors import ConfigError
 from bastion.core.params import parse_params
 from bastion.core.registry import DEFENSES
-from bastion.core.victim import Victim
 from bastion.defenses.ownership import DatasetInference, Watermark, WatermarkKey
 from bastion.defenses.ownership.keyfile import load_key, save_key
 from bastion.models import CheckpointMeta, load_checkpoint, save_checkpoint
@@ -111,7 +110,7 @@ def ownership(
     with progress_bar("ownership", quiet=quiet):
         for path in suspect:
             model, _ = load_checkpoint(path, device=target.victim.device)
-            v = Victim(model, input_shape=target.victim.input_shape, num_classes=target.victim.num_classes)
+            v = target.victim.like(model)
             res = di.verify(v, state, x_mem[f : f + t], y_mem[f : f + t], x_pub[f : f + t], y_pub[f : f + t])
             results.append({"suspect": str(path), **res.to_dict()})
     out.print(
@@ -160,7 +159,7 @@ def embed(
         model = target.train_fresh(x, y, seed=seed, progress=progress, batch=wm.batch_edit(key))
     if key.kind == "patch":
         key = wm.calibrate(key, [target.victim])
-    marked = Victim(model, input_shape=target.victim.input_shape, num_classes=target.victim.num_classes)
+    marked = target.victim.like(model)
     res = wm.verify(marked, key, x_test=ds.x_test, y_test=ds.y_test)
     meta = CheckpointMeta.from_dict(target.model_meta, source=target.model_name)
     meta = replace(meta, clean_accuracy=res.clean_accuracy, recipe={**meta.recipe, "watermark": wm.params()})

@@ -76,6 +76,18 @@ class Victim:
         assert self._num_classes is not None
         return self._num_classes
 
+    def like(self, model: nn.Module) -> Victim:
+        """Another model seen the way this one is: the same input shape, classes, bounds, batch size and
+        device (a retrained, fine-tuned, quantized or stolen copy of the model, measured beside it)."""
+        return Victim(
+            model,
+            num_classes=self._num_classes,
+            input_shape=self.input_shape,
+            bounds=self.bounds,
+            batch_size=self.batch_size,
+            device=self.device,
+        )
+
     def check_input(self, x: Tensor) -> None:
         """Raise `DataError` unless `x` is a float batch (N, C, H, W) of the expected shape inside the bounds."""
         if not isinstance(x, Tensor) or x.dim() != 4 or not x.is_floating_point():

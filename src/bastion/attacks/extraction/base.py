@@ -225,14 +225,11 @@ class ExtractionAttack(Attack, ABC):
         x_test, y_test = x_test.to(dev), y_test.to(dev, torch.long)
         victim_pred = victim.predict(x_test)  # a measurement, not a query: the budget pays for none of it
 
-        def wrap(model: nn.Module) -> Victim:
-            return Victim(model, input_shape=victim.input_shape, bounds=victim.bounds, device=dev)
-
         measuring = [time.perf_counter() - start]  # seconds spent measuring, not attacking
 
         def measure(model: nn.Module) -> tuple[float, float]:
             t0 = time.perf_counter()
-            pred = wrap(model).predict(x_test)
+            pred = victim.like(model).predict(x_test)
             measuring[0] += time.perf_counter() - t0
             return float((pred == y_test).double().mean()), float((pred == victim_pred).double().mean())
 
@@ -253,7 +250,7 @@ class ExtractionAttack(Attack, ABC):
         attack_seconds = time.perf_counter() - start - measuring[0]
         queries = ctx.used
         assert queries <= self.budget, "the oracle enforces the budget"
-        sur = wrap(model)
+        sur = victim.like(model)
         surrogate_pred = sur.predict(x_test)
         if not ctx.curve or ctx.curve[-1].queries != queries:  # pragma: no cover - a subclass's bug
             raise AssertionError(f"{self.name}: the last curve point must be the returned surrogate's")

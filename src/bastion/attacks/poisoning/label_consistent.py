@@ -12,6 +12,7 @@ from torch import Tensor
 from bastion.attacks.base import register_attack
 from bastion.attacks.evasion.pgd import PGD
 from bastion.attacks.poisoning.base import Poisoned, PoisoningAttack
+from bastion.attacks.poisoning.protect.base import linf_radius
 from bastion.core.errors import ConfigError, DataError
 from bastion.core.params import param
 from bastion.core.random import make_generator
@@ -110,9 +111,7 @@ class LabelConsistent(PoisoningAttack):
 
     def radius(self, input_shape: tuple[int, ...]) -> float:
         """The PGD radius for images of this shape: `eps`, or 0.15 for grayscale and 8/255 for colour."""
-        if self.eps is not None:
-            return self.eps
-        return 0.15 if input_shape[0] == 1 else 8 / 255
+        return linf_radius(self.eps, input_shape, grayscale=0.15, colour=8 / 255)
 
     def poison(self, x: Tensor, y: Tensor, num_classes: int, *, surrogate: Victim | None = None) -> Poisoned:
         """Poison round(rate * N) images of the target class: PGD on the robust `surrogate`, then the

@@ -139,13 +139,7 @@ class BitFlipAttack(Attack, ABC):
         start = time.perf_counter()
         x_eval, y_eval = x_eval.to(victim.device), y_eval.to(victim.device, torch.long)
         q = quantize_int8(victim.model, scheme=self.quantization)
-        quantized = Victim(
-            q.model,
-            input_shape=victim.input_shape,
-            bounds=victim.bounds,
-            batch_size=victim.batch_size,
-            device=victim.device,
-        )
+        quantized = victim.like(q.model)
 
         acc: list[float] = []
         curves: dict[str, list[float]] = {}

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from bastion.attacks.poisoning import Poisoned, PoisoningAttack
 from bastion.audit.kinds.base import (
@@ -122,11 +122,10 @@ class BackdoorKind(ScenarioKind):
                 cache_key=clean_model_key(target, recipe, seed),
                 recipe={"name": recipe},
             )
-            surrogate = self._victim(target, robust)
+            surrogate = target.victim.like(robust)
         poisoned = attack.poison(x_train, y_train, k, surrogate=surrogate)
         key = model_key(target, scenario, seed)
-        victim = self._victim(
-            target,
+        victim = target.victim.like(
             target.train_fresh(
                 poisoned.x, poisoned.y, seed=seed, progress=progress, cache_key=key, batch=poisoned.batch
             ),
@@ -157,11 +156,6 @@ class BackdoorKind(ScenarioKind):
         caption = f"clean | poisoned training image, in pairs; labelled {labels}"
         artifact = Artifact(name="poisoned.png", mime="image/png", data=strip(images), caption=caption)
         return ScenarioResult(metrics=metrics, record=record, seconds=metrics["seconds"], artifacts=[artifact])
-
-    @staticmethod
-    def _victim(target: AuditTarget, model: nn.Module) -> Victim:
-        v = target.victim
-        return Victim(model, input_shape=v.input_shape, num_classes=v.num_classes, device=v.device)
 
     def _detect(
         self,
@@ -199,7 +193,7 @@ class BackdoorKind(ScenarioKind):
                 cache_key=f"{key}-{name}",
                 batch=poisoned.batch,
             )
-            after = attack.evaluate(self._victim(target, cleaned), x, y, poisoned, seconds=0.0)
+            after = attack.evaluate(target.victim.like(cleaned), x, y, poisoned, seconds=0.0)
             metrics = {
                 "auroc": d["auroc"],
                 "poisons_removed": d["extra"]["poisons_removed"],

@@ -181,7 +181,7 @@ class OwnershipKind(ScenarioKind):
         for name in SUSPECTS:
             if name not in models:
                 continue
-            res = verify(_victim(owner, models[name]))
+            res = verify(owner.like(models[name]))
             suspects[name] = res.to_dict()
             metrics[f"p_{name}"] = res.p_value
             if res.ber is not None:
@@ -248,10 +248,6 @@ class OwnershipKind(ScenarioKind):
             "independent one.",
             tables=[table],
         )
-
-
-def _victim(owner: Victim, model: nn.Module) -> Victim:
-    return Victim(model, input_shape=owner.input_shape, num_classes=owner.num_classes, device=owner.device)
 
 
 def _p(p: float | None) -> str:

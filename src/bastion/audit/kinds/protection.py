@@ -49,7 +49,6 @@ from bastion.core.errors import ConfigError
 from bastion.core.progress import ProgressFn
 from bastion.core.registry import ATTACKS
 from bastion.core.results import ProtectionResult
-from bastion.core.victim import Victim
 from bastion.report import Card, Section, Table, level_of, pct
 from bastion.report.images import strip
 from bastion.store import Artifact, ResultRow
@@ -246,8 +245,7 @@ class ProtectionKind(ScenarioKind):
 
 
 def _accuracy(target: AuditTarget, model: nn.Module, x: Tensor, y: Tensor) -> float:
-    v = target.victim
-    pred = Victim(model, input_shape=v.input_shape, num_classes=v.num_classes, device=v.device).predict(x)
+    pred = target.victim.like(model).predict(x)
     return float((pred.cpu() == y.cpu()).double().mean())
 
 

@@ -98,7 +98,6 @@ class ErrorMinimizing(DataProtection):
             report(progress, "error-minimizing", rnd + 1, self.max_rounds, error=errors[-1])
             if errors[-1] < self.stop_error:
                 break
-        model.requires_grad_(True)
         extra: dict[str, Any] = {"eps": eps, "alpha": alpha, "rounds": len(errors), "error_curve": errors}
         extra["converged"] = errors[-1] < self.stop_error
         if not extra["converged"]:

@@ -136,7 +136,7 @@ class BaDExpert(InputDetector):
         history = fit(expert, x[tune], (y[tune] + 1) % k, cfg, x_test=x[held], y_test=y[held], hooks=hooks)
         state: dict[str, Any] = {
             "held": held,
-            "expert": self._wrap(expert, victim),
+            "expert": victim.like(expert),
             "expert_epochs_run": len(history.epochs),
             "expert_clean_accuracy": history.final_test_accuracy,
             "n_tune": n_tune,
@@ -158,7 +158,7 @@ class BaDExpert(InputDetector):
                     seed=seed + 1 + stage,
                 )
                 fit(aux, x[tune], y[tune], cfg)
-            state["aux"] = self._wrap(aux, victim)
+            state["aux"] = victim.like(aux)
             state["aux_clean_accuracy"] = float((state["aux"].predict(x[held]).cpu() == y[held]).float().mean())
         return state
 
@@ -166,17 +166,6 @@ class BaDExpert(InputDetector):
     def _copy(victim: Victim) -> nn.Module:
         """A trainable deep copy of the screened model (normalisation included); the original is untouched."""
         return copy.deepcopy(victim.model).requires_grad_(True)
-
-    @staticmethod
-    def _wrap(model: nn.Module, victim: Victim) -> Victim:
-        return Victim(
-            model,
-            num_classes=victim.num_classes,
-            input_shape=victim.input_shape,
-            bounds=victim.bounds,
-            batch_size=victim.batch_size,
-            device=victim.device,
-        )
 
     def _score(self, victim: Victim, x: Tensor, state: Any, gen: torch.Generator) -> Tensor:
         y_hat = victim.predict(x).unsqueeze(1)  # (N, 1)

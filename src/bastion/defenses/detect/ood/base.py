@@ -52,8 +52,14 @@ class OODDetector(ABC):
         return self._fit(victim, x_train, y_train.cpu())
 
     def _fit(self, victim: Victim, x_train: Tensor, y_train: Tensor) -> Any:
-        """The state a fitting detector learns (features, statistics)."""
-        raise NotImplementedError
+        """The state a fitting detector learns (features, statistics); every detector with `fits` overrides
+        it (checked when the class is defined), the others learn nothing."""
+        return None
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.fits and cls._fit is OODDetector._fit:
+            raise TypeError(f"{cls.__name__} sets fits = True and must define _fit, the state it learns")
 
     @abstractmethod
     def _score(self, victim: Victim, x: Tensor, state: Any) -> Tensor:
