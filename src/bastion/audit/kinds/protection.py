@@ -176,34 +176,33 @@ class ProtectionKind(ScenarioKind):
 
     # --- presentation ----------------------------------------------------------------------------
     def cards(self, results: Sequence[ResultRow]) -> list[Card]:
-        best = min(results, key=lambda r: _worst_accuracy(r))
-        m = best.metrics
+        strongest = min(results, key=_appropriator_best)  # the protection that kept the most from being learned
+        m = strongest.metrics
         sentence = (
-            f"A model trained on the training set protected by {best.method} reaches {pct(m['accuracy'])} test "
-            f"accuracy, against {pct(m['clean_accuracy'])} trained on the clean set"
+            f"A model trained on the training set protected by {strongest.method} reaches {pct(m['accuracy'])} "
+            f"test accuracy, against {pct(m['clean_accuracy'])} trained on the clean set"
         )
         if m["adv_accuracy"] is not None:
             sentence += (
-                f"; with adversarial training ({best.record['adversarial_recipe']}) {pct(m['adv_accuracy'])} against "
-                f"{pct(m['adv_clean_accuracy'])}"
+                f"; with adversarial training ({strongest.record['adversarial_recipe']}) {pct(m['adv_accuracy'])} "
+                f"against {pct(m['adv_clean_accuracy'])}"
             )
-        worst = _worst_accuracy(best)
+        learned = _appropriator_best(strongest)
+        trained = "every way of training that was tried" if m["adv_accuracy"] is not None else "the model's recipe"
         sentence += ". " + (
-            "Publishing the images protected this way keeps them from being learned, even by an appropriator who "
-            "trains adversarially."
-            if worst < 0.5
-            else "An appropriator still learns most of the task from the protected images: this protection does not "
-            "hold against every way of training that was tried."
+            f"Publishing the images protected this way keeps them from being learned by {trained}."
+            if learned < 0.5
+            else f"An appropriator still learns most of the task from the protected images with {trained}."
         )
         return [
             Card(
                 "data protection",
-                worst,
-                pct(worst),
+                learned,
+                pct(learned),
                 "best accuracy an appropriator reached on the protected data",
                 sentence,
-                level_of(1 - worst, bad_below=0.5, good_from=0.8),
-                best.key,
+                level_of(1 - learned, bad_below=0.5, good_from=0.8),
+                strongest.key,
             )
         ]
 
@@ -249,7 +248,7 @@ def _accuracy(target: AuditTarget, model: nn.Module, x: Tensor, y: Tensor) -> fl
     return float((pred.cpu() == y.cpu()).double().mean())
 
 
-def _worst_accuracy(r: ResultRow) -> float:
+def _appropriator_best(r: ResultRow) -> float:
     """The best an appropriator did: the higher of the two regimes' accuracies."""
     adv = r.metrics["adv_accuracy"]
     return r.metrics["accuracy"] if adv is None else max(r.metrics["accuracy"], adv)
