@@ -19,7 +19,7 @@ def _needs_user_input(name: str) -> bool:
 
 
 def test_builtin_plans_load_and_full_covers_every_attack() -> None:
-    assert builtin_plans() == ["full", "quick", "standard"]
+    assert builtin_plans() == ["blackbox", "full", "quick", "standard"]
     plans = {name: load_plan(name) for name in builtin_plans()}
     runnable = {name for name in ATTACKS.names("evasion") if not _needs_user_input(name)}
     full = plans["full"].scenarios

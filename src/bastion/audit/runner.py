@@ -24,6 +24,7 @@ import bastion
 from bastion.audit.kinds import KINDS, Scenario
 from bastion.audit.plan import Plan
 from bastion.audit.target import AuditTarget
+from bastion.core.errors import ConfigError
 from bastion.core.progress import ProgressFn
 from bastion.store import RunSpec, Store
 
@@ -122,8 +123,27 @@ def run_audit(
 
 def _check_target(target: AuditTarget, plan: Plan) -> None:
     """Refuse, before anything runs, a plan that asks what the target cannot give."""
+    if not target.white_box:
+        reveals = getattr(target.victim, "reveals", "logits")
+        needs = [sc.key for sc in plan.scenarios if KINDS.get(sc.kind).access(sc) not in ("scores", "top-k", "label")]
+        scores = [sc.key for sc in plan.scenarios if KINDS.get(sc.kind).access(sc) in ("scores", "top-k")]
+        if needs:
+            raise ConfigError(
+                f"{target.model_name} answers queries only, but plan {plan.name!r} has {len(needs)} scenario(s) that "
+                f"need the model's weights, gradients or training ({_some(needs)}); audit it with --plan blackbox, "
+                "or a plan of score- and decision-based evasion attacks"
+            )
+        if reveals == "label" and scores:
+            raise ConfigError(
+                f"{target.model_name} answers with labels only, but plan {plan.name!r} has {len(scores)} score-based "
+                f"scenario(s) ({_some(scores)}); audit it with a plan of decision-based attacks (e.g. hsja, cgba)"
+            )
     for sc in plan.scenarios:
         KINDS.get(sc.kind).check(sc, target)
+
+
+def _some(keys: list[str]) -> str:
+    return ", ".join(keys[:4]) + (f" and {len(keys) - 4} more" if len(keys) > 4 else "")
 
 
 def _run_scenario(

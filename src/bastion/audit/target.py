@@ -10,6 +10,7 @@ from typing import Any
 from torch import Tensor, nn
 
 from bastion.core.errors import ConfigError
+from bastion.core.oracle import BlackBoxModel
 from bastion.core.progress import ProgressFn
 from bastion.core.random import seed_everything
 from bastion.core.victim import Victim
@@ -28,7 +29,8 @@ class AuditTarget:
     """The model under audit and the data it is audited on.
 
     Attributes:
-        victim: the model.
+        victim: the model: a `Victim`, or a `BlackBoxModel` known by its answers alone (an ONNX file, an
+            HTTP endpoint), which only black-box scenarios can audit (`white_box` is then False).
         dataset: the data set, split as the model's training split it (`split_seed`).
         data: the data-set spec as given (`mnist5k`, `cifar10:/data`, ...).
         split_seed: the seed of the train/test split.
@@ -48,7 +50,7 @@ class AuditTarget:
             None: they are not kept.
     """
 
-    victim: Victim
+    victim: Victim | BlackBoxModel
     dataset: Dataset
     data: str
     split_seed: int
@@ -61,6 +63,11 @@ class AuditTarget:
     ood_data: Dataset | None = None
     ood_name: str | None = None
     model_dir: Path | None = None
+
+    @property
+    def white_box(self) -> bool:
+        """Whether the model itself is at hand (weights, gradients), not only its answers."""
+        return isinstance(self.victim, Victim)
 
     def test(self, n: int) -> tuple[Tensor, Tensor]:
         """The first `n` test images and labels: images the model never saw (non-members)."""

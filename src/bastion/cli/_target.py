@@ -9,6 +9,7 @@ from pathlib import Path
 from bastion._atomic import sha256_file
 from bastion.audit import AuditTarget
 from bastion.cli._common import load_victim_and_data
+from bastion.cli._deployed import load_deployed
 from bastion.core.errors import DataError
 from bastion.data import Dataset, load_dataset
 from bastion.models.checkpoint import CheckpointMeta
@@ -75,6 +76,43 @@ def audit_target(
         trainer=partial(train_like, meta, device=device),
         ood_data=ood,
         ood_name=ood_data,
+    )
+
+
+def deployed_target(
+    *,
+    onnx: Path | None,
+    endpoint: str | None,
+    data: str | None,
+    data_root: Path | None,
+    batch: int = 64,
+    rate_limit: float | None = None,
+    retries: int = 3,
+    timeout: float = 30.0,
+) -> AuditTarget:
+    """A deployed model (an ONNX file or an HTTP endpoint) as an `AuditTarget` for black-box scenarios.
+
+    Its identity in the store is the SHA-256 of the ONNX file, or of the endpoint's URL and what its GET
+    says about itself; it cannot be retrained, and nobody recorded what it trained on."""
+    served = load_deployed(
+        onnx=onnx,
+        endpoint=endpoint,
+        data=data,
+        data_root=data_root,
+        batch=batch,
+        rate_limit=rate_limit,
+        retries=retries,
+        timeout=timeout,
+    )
+    return AuditTarget(
+        victim=served.model,
+        dataset=served.dataset,
+        data=served.data,
+        split_seed=served.split_seed,
+        model_name=served.model.name,
+        model_sha256=served.model.identity,
+        model_meta={"deployed": "onnx" if onnx is not None else "endpoint", **served.model.describe()},
+        members_assumed=True,
     )
 
 

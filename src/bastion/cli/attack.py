@@ -27,13 +27,25 @@ from bastion.cli._common import (
     out,
     progress_bar,
 )
+from bastion.cli._deployed import (
+    BatchOpt,
+    EndpointOpt,
+    OnnxOpt,
+    RateLimitOpt,
+    RetriesOpt,
+    TimeoutOpt,
+    load_deployed,
+    refuse_model_options,
+)
 from bastion.core.errors import ConfigError, UnknownNameError
 from bastion.core.params import parse_eps, parse_params
 from bastion.core.random import random_targets
 from bastion.core.registry import ATTACKS
 from bastion.core.results import AttackResult
 from bastion.core.threat import ThreatModel
+from bastion.core.victim import Victim
 from bastion.defenses.postprocess import PostProcess, build_postprocessors
+from bastion.deploy import DeployedModel, EndpointModel
 
 # The other families' commands: `bastion attack NAME` runs evasion attacks only.
 _FAMILY_COMMANDS = {
@@ -73,6 +85,12 @@ def attack(
     std: StdOpt = None,
     bounds: BoundsOpt = "0,1",
     logits_key: LogitsKeyOpt = None,
+    onnx: OnnxOpt = None,
+    endpoint: EndpointOpt = None,
+    endpoint_batch: BatchOpt = 64,
+    rate_limit: RateLimitOpt = None,
+    retries: RetriesOpt = 3,
+    timeout: TimeoutOpt = 30.0,
     n: Annotated[int, typer.Option("--n", help="number of test images to attack (the first n)")] = 500,
     eps: Annotated[
         str | None, typer.Option(help="budget, e.g. 0.3 or 8/255 [default: 0.3 / 8/255 L-inf, 2.0 / 0.5 L2]")
@@ -118,19 +136,40 @@ def attack(
             f"--defense filters what a score or label API serves, but {name} is a white-box attack that uses the "
             "model's gradients, so it would bypass it; attack through it with a black-box attack (e.g. square)"
         )
-    loaded = load_victim_and_data(
-        checkpoint=checkpoint,
-        model=model,
-        weights=weights,
-        mean=mean,
-        std=std,
-        bounds=bounds,
-        logits_key=logits_key,
-        data=data,
-        data_root=data_root,
-        device=device,
-    )
-    victim, ds = loaded.victim, loaded.dataset
+    deployed = onnx is not None or endpoint is not None
+    if deployed:
+        refuse_model_options(checkpoint=checkpoint, model=model, weights=weights, mean=mean, std=std)
+        if cls.access == "white-box":
+            raise ConfigError(
+                f"{name} is a white-box attack and needs the model's gradients, but --onnx/--endpoint answer queries "
+                "only; run a score-based (e.g. square) or decision-based (e.g. hsja) attack"
+            )
+        served = load_deployed(
+            onnx=onnx,
+            endpoint=endpoint,
+            data=data,
+            data_root=data_root,
+            batch=endpoint_batch,
+            rate_limit=rate_limit,
+            retries=retries,
+            timeout=timeout,
+        )
+        victim: Victim | DeployedModel = served.model
+        ds, data_name = served.dataset, served.data
+    else:
+        loaded = load_victim_and_data(
+            checkpoint=checkpoint,
+            model=model,
+            weights=weights,
+            mean=mean,
+            std=std,
+            bounds=bounds,
+            logits_key=logits_key,
+            data=data,
+            data_root=data_root,
+            device=device,
+        )
+        victim, ds, data_name = loaded.victim, loaded.dataset, loaded.data
     x, y = ds.x_test[:n], ds.y_test[:n]
     threat = ThreatModel(
         norm=norm,  # type: ignore[arg-type]
@@ -142,8 +181,15 @@ def attack(
     targets = random_targets(y, ds.num_classes, seed) if targeted else None
     with progress_bar(name, quiet=quiet) as progress:
         result = atk.run(victim, x, y, target_labels=targets, progress=progress, postprocess=defenses)
-        warnings = sanity_checks(atk, result, victim, x, y) if checks else []
-    report = _summary(result, warnings, data=loaded.data, checkpoint=checkpoint, model=model, defenses=defenses)
+        # the gradient-masking checks need the model's gradients: a deployed model has none to mask
+        warnings = sanity_checks(atk, result, victim, x, y) if checks and isinstance(victim, Victim) else []
+    report = _summary(result, warnings, data=data_name, checkpoint=checkpoint, model=model, defenses=defenses)
+    if isinstance(victim, DeployedModel):
+        report["model"] = victim.name
+        report["deployed"] = victim.describe()
+        if isinstance(victim, EndpointModel):
+            report["deployed"]["requests"] = victim.stats.to_dict()
+            victim.close()
     _print(report)
     if json_out is not None:
         write_json(json_out, report)

@@ -30,7 +30,16 @@ from bastion.cli._common import (
     out,
     progress_bar,
 )
-from bastion.cli._target import audit_target
+from bastion.cli._deployed import (
+    BatchOpt,
+    EndpointOpt,
+    OnnxOpt,
+    RateLimitOpt,
+    RetriesOpt,
+    TimeoutOpt,
+    refuse_model_options,
+)
+from bastion.cli._target import audit_target, deployed_target
 from bastion.cli.runs import DbOpt, open_store
 from bastion.core.progress import ProgressEvent, ProgressFn
 from bastion.report import write_report
@@ -49,7 +58,14 @@ def audit(
         str | None,
         typer.Option("--data", "-d", help="data set (default: the checkpoint's, or mnist5k)", show_default=False),
     ] = None,
-    plan: Annotated[str, typer.Option(help="quick, standard, full (`bastion list plans`) or a YAML file")] = "quick",
+    plan: Annotated[
+        str | None,
+        typer.Option(
+            help="quick, standard, full, blackbox (`bastion list plans`) or a YAML file "
+            "[default: quick; blackbox with --onnx/--endpoint]",
+            show_default=False,
+        ),
+    ] = None,
     db: DbOpt = None,
     out_dir: Annotated[
         Path | None, typer.Option("--out", "-o", help="report folder (default runs/run-ID)", show_default=False)
@@ -62,28 +78,51 @@ def audit(
     logits_key: LogitsKeyOpt = None,
     data_root: DataRootOpt = None,
     ood_data: OodDataOpt = None,
+    onnx: OnnxOpt = None,
+    endpoint: EndpointOpt = None,
+    endpoint_batch: BatchOpt = 64,
+    rate_limit: RateLimitOpt = None,
+    retries: RetriesOpt = 3,
+    timeout: TimeoutOpt = 30.0,
     device: DeviceOpt = "auto",
     quiet: QuietOpt = False,
 ) -> None:
     """Audit a model: run a plan's scenarios, store each result, write an HTML report.
 
-    A killed audit started again with the same arguments resumes where it stopped.
+    A killed audit started again with the same arguments resumes where it stopped. With --onnx or
+    --endpoint the model is known by its answers alone: only black-box scenarios run (`--plan blackbox`).
     """
-    the_plan = load_plan(plan)
+    deployed = onnx is not None or endpoint is not None
+    if deployed:
+        refuse_model_options(checkpoint=checkpoint, model=model, weights=weights, ood_data=ood_data)
+    the_plan = load_plan(plan or ("blackbox" if deployed else "quick"))
     with open_store(db) as store:  # a bad plan or database fails before any model is loaded or trained
-        target = _target(
-            checkpoint=checkpoint,
-            model=model,
-            weights=weights,
-            mean=mean,
-            std=std,
-            bounds=bounds,
-            logits_key=logits_key,
-            data=data,
-            data_root=data_root,
-            ood_data=ood_data,
-            device=device,
-            quiet=quiet,
+        target = (
+            deployed_target(
+                onnx=onnx,
+                endpoint=endpoint,
+                data=data,
+                data_root=data_root,
+                batch=endpoint_batch,
+                rate_limit=rate_limit,
+                retries=retries,
+                timeout=timeout,
+            )
+            if deployed
+            else _target(
+                checkpoint=checkpoint,
+                model=model,
+                weights=weights,
+                mean=mean,
+                std=std,
+                bounds=bounds,
+                logits_key=logits_key,
+                data=data,
+                data_root=data_root,
+                ood_data=ood_data,
+                device=device,
+                quiet=quiet,
+            )
         )
         with _display(quiet) as (on_scenario, progress):
             models = (out_dir if out_dir is not None else Path("runs")) / "models"  # trained models, kept per run

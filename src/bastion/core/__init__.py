@@ -5,13 +5,14 @@ from bastion.core.errors import (
     CheckpointError,
     ConfigError,
     DataError,
+    EndpointError,
     ModelError,
     QueryBudgetExceeded,
     StoreError,
     UnknownNameError,
 )
 from bastion.core.ops import Normalize, batch_slices, resolve_device
-from bastion.core.oracle import Oracle, OutputMode, PostProcessor
+from bastion.core.oracle import BlackBoxModel, Oracle, OutputMode, PostProcessor, Reveals
 from bastion.core.random import make_generator, seed_everything
 from bastion.core.registry import ATTACKS, DATASETS, DEFENSES, MODELS, RECIPES, Registry
 from bastion.core.results import AttackResult, perturbation_norms
@@ -27,9 +28,11 @@ __all__ = [
     "Access",
     "AttackResult",
     "BastionError",
+    "BlackBoxModel",
     "CheckpointError",
     "ConfigError",
     "DataError",
+    "EndpointError",
     "ModelError",
     "Norm",
     "Normalize",
@@ -38,6 +41,7 @@ __all__ = [
     "PostProcessor",
     "QueryBudgetExceeded",
     "Registry",
+    "Reveals",
     "StoreError",
     "ThreatModel",
     "UnknownNameError",

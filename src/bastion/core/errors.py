@@ -14,6 +14,7 @@ __all__ = [
     "CheckpointError",
     "ConfigError",
     "DataError",
+    "EndpointError",
     "ModelError",
     "QueryBudgetExceeded",
     "StoreError",
@@ -53,6 +54,11 @@ class ModelError(BastionError):
 
 class StoreError(BastionError):
     """The results database cannot be opened or written, or a run asked for does not exist."""
+
+
+class EndpointError(BastionError):
+    """A deployed model (an HTTP endpoint) cannot be reached, keeps failing after its retries, or answers
+    outside bastion's JSON protocol."""
 
 
 class QueryBudgetExceeded(BastionError):

@@ -3,6 +3,11 @@
 Outputs are probabilities, logits, the top-k probabilities or the label only; post-processors
 (output defenses) run on the logits before that; every answered query is counted per sample; a
 query past a sample's budget raises or is refused, never silently answered; no gradient leaves.
+
+The oracle answers from any `Model`: an in-process `Victim`, or a deployed model known by its answers
+alone (an ONNX file, an HTTP endpoint: `bastion.deploy`). Such a model says what it `reveals`
+(logits, probabilities or labels), and the oracle serves nothing richer than that: the accounting,
+budgets, post-processors and output modes are this one implementation, whatever answers.
 """
 
 from __future__ import annotations
@@ -15,10 +20,13 @@ from torch import Tensor
 
 from bastion.core.errors import ConfigError, DataError, QueryBudgetExceeded
 
-__all__ = ["ExhaustedPolicy", "Model", "Oracle", "OutputMode", "PostProcessor"]
+__all__ = ["BlackBoxModel", "ExhaustedPolicy", "Model", "Oracle", "OutputMode", "PostProcessor", "Reveals"]
 
 OutputMode = Literal["probs", "logits", "top-k", "label"]
 ExhaustedPolicy = Literal["raise", "refuse"]
+# What a model's answers reveal: its logits, its probabilities (logits up to a per-row constant: the oracle
+# reads their logarithm as logits), or its label only.
+Reveals = Literal["logits", "probs", "label"]
 
 
 class PostProcessor(Protocol):
@@ -32,6 +40,11 @@ class Model(Protocol):
 
     A `bastion.core.victim.Victim` is one (and `Victim.oracle` is how callers get an oracle); the oracle needs
     no more of it, so it depends on this protocol alone and the victim module on the oracle, never back.
+
+    A model may say what its answers reveal with a `reveals` attribute (`Reveals`; absent: `"logits"`).
+    One that reveals `"probs"` returns log-probabilities from `logits` (softmax gives the probabilities
+    back; differences between classes are the logits' own); one that reveals `"label"` answers through
+    `predict(x) -> (N,) int64` and is never asked for logits.
     """
 
     @property
@@ -48,6 +61,38 @@ class Model(Protocol):
         ...
 
 
+class BlackBoxModel(Model, Protocol):
+    """A model known only by its answers (`bastion.deploy`: an ONNX file, an HTTP endpoint): what
+    `EvasionAttack.run` and an audit need of a model they may query but not differentiate."""
+
+    @property
+    def reveals(self) -> Reveals: ...
+
+    @property
+    def input_shape(self) -> tuple[int, int, int] | None: ...
+
+    def check_input(self, x: Tensor) -> None:
+        """Raise `DataError` unless `x` is a batch the model takes."""
+        ...
+
+    def predict(self, x: Tensor) -> Tensor:
+        """Predicted labels (N,), int64."""
+        ...
+
+    def oracle(
+        self,
+        n: int,
+        *,
+        output: OutputMode = "probs",
+        k: int | None = None,
+        postprocess: Sequence[PostProcessor] = (),
+        max_queries: int | None = None,
+        on_exhausted: ExhaustedPolicy = "raise",
+    ) -> Oracle:
+        """A black-box view of the model for `n` samples; see `Oracle`."""
+        ...
+
+
 class Oracle:
     """Black-box access to a model (a `Victim`) for a batch of `n` samples, with per-sample query accounting.
 
@@ -60,6 +105,12 @@ class Oracle:
     With `max_queries`, a query that would take a sample past its budget raises `QueryBudgetExceeded`
     before anything is answered (`on_exhausted="raise"`), or that sample's excess rows are refused:
     they come back as NaN (label mode: -1) and are not counted (`on_exhausted="refuse"`).
+    A query counts once its answer is back: a query the model fails to answer (an endpoint that keeps
+    failing after its retries raises `EndpointError`) costs nothing, and a request the model's client
+    retried is still one query.
+
+    A model that reveals labels only serves `label` output alone, without post-processors (they act on
+    scores); asking it for scores raises `ConfigError` (a score-based attack cannot run on it).
 
     An API with one budget for all its queries (model extraction: the attacker's total budget B) is an
     oracle with `n=1` and `max_queries=B`: every row of every query belongs to sample 0, so the count of
@@ -96,7 +147,18 @@ class Oracle:
             raise ConfigError(f"the number of samples must be >= 0; got {n}")
         if max_queries is not None and max_queries < 0:
             raise ConfigError(f"max_queries must be >= 0 or None; got {max_queries}")
+        reveals = getattr(victim, "reveals", "logits")
+        if reveals not in get_args(Reveals):
+            raise ConfigError(f"a model reveals one of {', '.join(get_args(Reveals))}; got {reveals!r}")
+        if reveals == "label" and output != "label":
+            raise ConfigError(
+                f"the model answers with labels only, so it cannot serve {output} queries: run a decision-based "
+                "attack (e.g. hsja, cgba, sign-opt), or serve probabilities"
+            )
+        if reveals == "label" and postprocess:
+            raise ConfigError("output post-processors act on scores, but the model answers with labels only")
         self._victim = victim
+        self.reveals: Reveals = reveals
         self.n = n
         self.output = output
         self.k = k
@@ -200,6 +262,8 @@ class Oracle:
     @torch.inference_mode()
     def _answer_inference(self, x: Tensor) -> Tensor:
         x = x.detach()
+        if self.reveals == "label":
+            return self._victim.predict(x)  # type: ignore[attr-defined, no-any-return]
         logits = self._victim.logits(x)
         for post in self.postprocess:
             logits = post(logits, x)

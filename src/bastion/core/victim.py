@@ -11,7 +11,7 @@ from bastion.core.errors import ConfigError, DataError, ModelError
 from bastion.core.ops import Normalize, batch_slices, resolve_device
 from bastion.core.oracle import ExhaustedPolicy, Oracle, OutputMode, PostProcessor
 
-__all__ = ["Victim"]
+__all__ = ["Victim", "check_batch"]
 
 # Inputs may sit this far outside the bounds (float32 rounding of an in-bounds value) and still count as inside.
 BOUNDS_TOLERANCE = 1e-6
@@ -90,18 +90,7 @@ class Victim:
 
     def check_input(self, x: Tensor) -> None:
         """Raise `DataError` unless `x` is a float batch (N, C, H, W) of the expected shape inside the bounds."""
-        if not isinstance(x, Tensor) or x.dim() != 4 or not x.is_floating_point():
-            got = f"{tuple(x.shape)} {x.dtype}" if isinstance(x, Tensor) else type(x).__name__
-            raise DataError(f"inputs must be a float tensor of shape (N, C, H, W); got {got}")
-        if self.input_shape is not None and tuple(x.shape[1:]) != tuple(self.input_shape):
-            raise DataError(
-                f"inputs have shape (C, H, W) = {tuple(x.shape[1:])} but the model expects {tuple(self.input_shape)}"
-            )
-        if x.numel() and (x.min() < self.bounds[0] - BOUNDS_TOLERANCE or x.max() > self.bounds[1] + BOUNDS_TOLERANCE):
-            raise DataError(
-                f"inputs must lie in the bounds {self.bounds}; got values in [{x.min().item():.4g}, "
-                f"{x.max().item():.4g}] (scale images to [0, 1] or give the model's --bounds)"
-            )
+        check_batch(x, self.input_shape, self.bounds)
 
     def __call__(self, x: Tensor) -> Tensor:
         """Logits (N, K) with gradients with respect to `x` (the white-box view), in batches."""
@@ -172,3 +161,20 @@ class Victim:
         elif out.shape[1] != self._num_classes:
             raise ModelError(f"the model returned {out.shape[1]} logits per input; expected {self._num_classes}")
         return out
+
+
+def check_batch(x: Tensor, input_shape: tuple[int, int, int] | None, bounds: tuple[float, float]) -> None:
+    """Raise `DataError` unless `x` is a float batch (N, C, H, W) of `input_shape` (when known) inside `bounds`:
+    the one input check of every model, in-process or deployed."""
+    if not isinstance(x, Tensor) or x.dim() != 4 or not x.is_floating_point():
+        got = f"{tuple(x.shape)} {x.dtype}" if isinstance(x, Tensor) else type(x).__name__
+        raise DataError(f"inputs must be a float tensor of shape (N, C, H, W); got {got}")
+    if input_shape is not None and tuple(x.shape[1:]) != tuple(input_shape):
+        raise DataError(
+            f"inputs have shape (C, H, W) = {tuple(x.shape[1:])} but the model expects {tuple(input_shape)}"
+        )
+    if x.numel() and (x.min() < bounds[0] - BOUNDS_TOLERANCE or x.max() > bounds[1] + BOUNDS_TOLERANCE):
+        raise DataError(
+            f"inputs must lie in the bounds {bounds}; got values in [{x.min().item():.4g}, "
+            f"{x.max().item():.4g}] (scale images to [0, 1] or give the model's --bounds)"
+        )

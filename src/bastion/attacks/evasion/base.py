@@ -23,7 +23,7 @@ from bastion.attacks.base import Attack
 from bastion.attacks.evasion._trace import QueryTrace
 from bastion.core.errors import ConfigError, DataError
 from bastion.core.ops import in_ball, project
-from bastion.core.oracle import OutputMode, PostProcessor
+from bastion.core.oracle import BlackBoxModel, OutputMode, PostProcessor
 from bastion.core.progress import ProgressFn
 from bastion.core.random import make_generator
 from bastion.core.results import AttackResult, perturbation_norms
@@ -113,7 +113,7 @@ class EvasionAttack(Attack, ABC):
     @final
     def run(
         self,
-        victim: Victim,
+        victim: Victim | BlackBoxModel,
         x: Tensor,
         y: Tensor,
         *,
@@ -127,8 +127,12 @@ class EvasionAttack(Attack, ABC):
         target) are attacked; the others keep `x_adv = x`. A universal attack (one perturbation for all
         images) is the exception: every sample gets it, so `robust_accuracy` is the accuracy under it.
 
+        A black-box attack may run on a model known only by its answers (`BlackBoxModel`: an ONNX file,
+        an HTTP endpoint); the clean predictions and the final re-check are then the evaluator's own
+        queries, outside the attacker's budget, as they are for an in-process model.
+
         Args:
-            victim: the model under attack.
+            victim: the model under attack: a `Victim`, or for a black-box attack a `BlackBoxModel`.
             x: inputs (N, C, H, W) inside the victim's bounds.
             y: true labels (N,).
             target_labels: (N,) targets, required when the threat model is targeted.
@@ -136,6 +140,11 @@ class EvasionAttack(Attack, ABC):
             postprocess: output defenses the oracle of a black-box attack applies (ignored by white-box
                 attacks, which see the model itself).
         """
+        if self.access == "white-box" and not isinstance(victim, Victim):
+            raise ConfigError(
+                f"{self.name} is a white-box attack and needs the model's gradients, but this model answers queries "
+                "only; run a score-based (e.g. square) or decision-based (e.g. hsja) attack"
+            )
         victim.check_input(x)
         if not isinstance(y, Tensor) or y.dim() != 1 or y.shape[0] != x.shape[0]:
             raise DataError(f"labels must be a tensor (N,) with N = {x.shape[0]}; got {getattr(y, 'shape', y)}")
@@ -150,11 +159,11 @@ class EvasionAttack(Attack, ABC):
         dev = victim.device
         x, y = x.to(dev), y.to(dev, torch.long)
         start = time.perf_counter()
-        clean_logits = victim.logits(x)  # (N, K)
-        k = clean_logits.shape[1]
+        clean_pred = victim.predict(x)  # (N,)
+        k = victim.num_classes
         if y.numel() and (y.min() < 0 or y.max() >= k):
             raise DataError(f"labels must lie in [0, {k}); got [{y.min().item()}, {y.max().item()}]")
-        clean_correct = clean_logits.argmax(1) == y
+        clean_correct = clean_pred == y
         if self.universal:  # untargeted by construction (targeted_ok is False)
             attack_mask = torch.ones_like(clean_correct)
         else:
@@ -170,6 +179,7 @@ class EvasionAttack(Attack, ABC):
         queries = torch.zeros(x.shape[0], dtype=torch.long, device=dev)
         if idx.numel():
             if self.access == "white-box":
+                assert isinstance(victim, Victim)
                 x_adv[idx] = self._perturb(victim, x[idx], y[idx], ctx).detach()
             else:
                 oracle = victim.oracle(

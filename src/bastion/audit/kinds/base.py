@@ -24,6 +24,7 @@ from bastion.audit.target import AuditTarget
 from bastion.core.errors import did_you_mean
 from bastion.core.progress import ProgressFn
 from bastion.core.registry import RECIPES, Registry
+from bastion.core.threat import Access
 from bastion.report import Card, Section
 from bastion.store import Artifact, ResultRow
 
@@ -148,6 +149,12 @@ class ScenarioKind(ABC):
         images, a way to retrain the model, a second data set...). Called for every scenario before
         the audit runs anything. Most kinds need nothing beyond the model and its data."""
         return None
+
+    def access(self, scenario: Scenario) -> Access:
+        """What the scenario needs of the model: `white-box` (its weights, gradients or training: most kinds),
+        or only the answers to queries, `scores` or `label`, so that it can audit a deployed model (an ONNX
+        file, an HTTP endpoint) known by its answers alone."""
+        return "white-box"
 
     @abstractmethod
     def run(self, scenario: Scenario, target: AuditTarget, *, seed: int, progress: ProgressFn | None) -> ScenarioResult:

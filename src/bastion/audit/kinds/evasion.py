@@ -36,7 +36,8 @@ from bastion.core.progress import ProgressFn
 from bastion.core.random import random_targets
 from bastion.core.registry import ATTACKS
 from bastion.core.results import AttackResult
-from bastion.core.threat import ThreatModel
+from bastion.core.threat import Access, ThreatModel
+from bastion.core.victim import Victim
 from bastion.defenses.postprocess import build_postprocessors
 from bastion.report import Card, Figure, Section, Table, format_metric, level_of, pct
 from bastion.report.images import triptych
@@ -126,6 +127,10 @@ class EvasionKind(ScenarioKind):
             out.append(("" if len(radii) == 1 else f"@{eps:g}", settings))
         return out
 
+    def access(self, scenario: Scenario) -> Access:
+        """The attack's own: score- and decision-based attacks query the model and nothing else."""
+        return ATTACKS.get(scenario.method).access  # type: ignore[no-any-return]
+
     def default_name(self, method: str, settings: Any) -> str:
         return "+".join((method, *(d.partition(":")[0] for d in settings.defenses)))
 
@@ -138,7 +143,7 @@ class EvasionKind(ScenarioKind):
             target.victim, x, y, target_labels=targets, progress=progress, postprocess=build_postprocessors(st.defenses)
         )
         warnings = list(result.warnings)
-        if st.checks:
+        if st.checks and isinstance(target.victim, Victim):  # the checks need gradients: a deployed model has none
             warnings += sanity_checks(attack, result, target.victim, x, y)
         record = result.to_dict()
         record["warnings"] = warnings
