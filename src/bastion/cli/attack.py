@@ -221,6 +221,11 @@ def _print(d: dict[str, Any]) -> None:
     for p in d["defenses"]:
         args = ", ".join(f"{k}={v}" for k, v in p["params"].items())
         out.print(f"  defense       {p['name']}{f' ({args})' if args else ''}", highlight=False)
+    if d.get("deployed"):
+        served = d["deployed"]
+        requests = served.get("requests")
+        sent = f", {requests['requests']} requests, {requests['retries']} retried" if requests else ""
+        out.print(f"  model         {served['name']} (answers {served['reveals']}{sent})", highlight=False)
     out.print(f"  images        {d['n']} of {d['data']}", highlight=False)
     out.print(f"  clean         {d['clean_accuracy']:.2%}", highlight=False)
     out.print(f"  robust        {d['robust_accuracy']:.2%}", highlight=False)
