@@ -132,7 +132,7 @@ def main() -> None:
     finally:
         server.close()
     base = report["square"]["in-process"]
-    for name, r in report["square"].items():
+    for r in report["square"].values():
         r["us_per_image"] = r["seconds"] / max(r["answered"], 1) * 1e6
         r["overhead_us_per_query"] = (r["seconds"] - base["seconds"]) / max(r["answered"], 1) * 1e6
         r["same_as_in_process"] = r["queries"] == base["queries"] and r["robust_accuracy"] == base["robust_accuracy"]
@@ -152,7 +152,8 @@ def _print(report: dict[str, Any], args: argparse.Namespace) -> None:
         print(f"| {batch} | " + " | ".join(calls) + " | " + " | ".join(images) + " |")
     sq = report["square"]
     print(f"\nSquare L-inf eps {args.eps}, {args.n} images, {args.queries} queries, seed 0\n")
-    print("| oracle | seconds | ratio | images answered | us per answered image | overhead per query | robust acc | same |")
+    print("| oracle | seconds | ratio | images answered | us per answered image | overhead per query ", end="")
+    print("| robust acc | same |")
     print("|---|---|---|---|---|---|---|---|")
     base = sq["in-process"]["seconds"]
     for name, r in sq.items():

@@ -9,6 +9,7 @@ taken as logits unless `bastion.output` says `probs`.
 
 from __future__ import annotations
 
+import copy
 import io
 import json
 import warnings
@@ -53,7 +54,7 @@ def export_onnx(
     """
     onnx = require("onnx")
     ort = require("onnxruntime")
-    model = model.cpu().eval()
+    model = copy.deepcopy(model).cpu().eval()  # the caller's model keeps its device and mode
     gen = torch.Generator().manual_seed(0)
     lo, hi = bounds
     probe = lo + (hi - lo) * torch.rand(4, *input_shape, generator=gen)
