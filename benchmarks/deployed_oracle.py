@@ -5,10 +5,11 @@ The audit's `small_cnn` / `mnist5k` fixture (tests/fixtures/small_cnn-mnist5k.sa
 - in-process: `Victim.oracle` (PyTorch, this process);
 - onnx: the model exported by `export_onnx` (as `bastion export onnx` does), queried with onnxruntime on
   as many threads as torch uses;
-- http: the same PyTorch model behind `bastion.deploy.ModelServer` on loopback (stdlib `http.server`,
-  HTTP/1.1 keep-alive, a thread of this process), queried by `EndpointModel` (httpx) with one request per
-  query call (`batch_size` = the images attacked); the server answers logits, so its answers are the
-  in-process ones bit for bit and the attack takes the same path.
+- http-json and http-b64: the same PyTorch model behind `bastion.deploy.ModelServer` on loopback (stdlib
+  `http.server`, HTTP/1.1 keep-alive, a thread of this process), queried by `EndpointModel` (httpx) with
+  one request per query call (`batch_size` = the images attacked), the images sent as nested JSON lists
+  or as base64 float32; the server answers logits, so its answers are the in-process ones bit for bit
+  and the attack takes the same path.
 
 Two measurements:
 
@@ -16,7 +17,7 @@ Two measurements:
    call and per image, with the ratio to in-process;
 2. Square (L-inf, `--eps`, `n_queries` = max_queries = `--queries`, seed 0) on the first `--n` test images:
    seconds, images answered, microseconds per answered image and the overhead per answered image
-   against in-process; robust accuracy and queries must agree (they do exactly for http; onnx's logits
+   against in-process; robust accuracy and queries must agree (they do exactly over http; onnx's logits
    differ from PyTorch's in the last float bits, so its path may part on a near tie).
 
 Prints a markdown table and writes benchmarks/results/deployed_oracle.json.
@@ -107,7 +108,8 @@ def main() -> None:
     models: dict[str, Victim | BlackBoxModel] = {
         "in-process": victim,
         "onnx": OnnxModel(onnx_path, threads=args.threads),
-        "http": EndpointModel(server.url, batch_size=max(args.n, 100)),
+        "http-json": EndpointModel(server.url, batch_size=max(args.n, 100), encoding="json"),
+        "http-b64": EndpointModel(server.url, batch_size=max(args.n, 100), encoding="f32-base64"),
     }
     report: dict[str, Any] = {"provenance": provenance(args), "throughput": {}, "square": {}}
     try:

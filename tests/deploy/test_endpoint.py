@@ -30,8 +30,11 @@ def test_endpoint_answers_as_the_model(
         assert model.info["dataset"] == "mnist5k" and model.input_shape == (1, 28, 28)
         assert torch.equal(model.predict(x), mnist_victim.predict(x))
         assert model.stats.requests == 1 + 4 and server.posts == 4  # GET, then 100 images in 4 requests
-        if output == "logits":  # float32 survives the JSON round trip exactly
+        if output == "logits":  # float32 survives the JSON round trip exactly, as nested lists or base64
+            assert model.encoding == "f32-base64"  # the reference server offers f32-base64 and the client takes it
             assert torch.equal(model.logits(x), mnist_victim.logits(x))
+            with EndpointModel(server.url, encoding="json") as plain:
+                assert torch.equal(plain.logits(x), mnist_victim.logits(x))
         if output == "probs":  # log-probabilities are the logits up to a per-row constant
             z, ref = model.logits(x), mnist_victim.logits(x)
             assert torch.allclose(z - z[:, :1], ref - ref[:, :1], atol=1e-4)
@@ -107,3 +110,7 @@ def test_unreachable_or_bad_endpoints_raise_typed_errors(serve: Serve) -> None:
         EndpointModel("ftp://example.org/model")
     with pytest.raises(ConfigError, match="takes inputs of shape"):
         EndpointModel(serve("labels").url, input_shape=(3, 32, 32))
+    plain = serve("labels")
+    plain.info["encodings"] = ["json"]
+    with pytest.raises(ConfigError, match="does not list f32-base64"):
+        EndpointModel(plain.url, encoding="f32-base64")

@@ -7,6 +7,8 @@ library only (`http.server`), HTTP/1.1 keep-alive.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import threading
 from collections.abc import Callable
@@ -65,6 +67,7 @@ class ModelServer:
             "input_shape": list(input_shape),
             "bounds": list(bounds),
             "output": output,
+            "encodings": ["json", "f32-base64"],
         }
         self.posts = 0  # POST requests received, answered or not
         self.rows = 0  # images answered
@@ -99,9 +102,9 @@ class ModelServer:
         with self._lock:
             self.posts += 1
         try:
-            x = torch.tensor(json.loads(body)["inputs"], dtype=torch.float32)
-        except (json.JSONDecodeError, KeyError, TypeError, ValueError, RuntimeError):
-            return 400, {"error": 'the body must be {"inputs": N x C x H x W numbers}'}
+            x = _inputs(json.loads(body))
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError, RuntimeError, binascii.Error):
+            return 400, {"error": 'the body must be {"inputs": N x C x H x W numbers} or {"inputs_b64", "shape"}'}
         if x.dim() != 4 or tuple(x.shape[1:]) != self.input_shape:
             return 400, {"error": f"inputs must have shape (N, {', '.join(map(str, self.input_shape))})"}
         if x.numel() and (x.min() < self.bounds[0] or x.max() > self.bounds[1]):
@@ -113,6 +116,15 @@ class ModelServer:
         if self.output == "labels":
             return 200, {"labels": logits.argmax(1).tolist()}
         return 200, {self.output: (logits if self.output == "logits" else logits.softmax(1)).tolist()}
+
+
+def _inputs(payload: dict[str, Any]) -> Tensor:
+    """The images of a request: nested lists, or base64 float32 little-endian bytes with their shape."""
+    if "inputs_b64" in payload:
+        raw = base64.b64decode(payload["inputs_b64"], validate=True)
+        shape = [int(d) for d in payload["shape"]]
+        return torch.frombuffer(bytearray(raw), dtype=torch.float32).reshape(shape)
+    return torch.tensor(payload["inputs"], dtype=torch.float32)
 
 
 def _handler(server: ModelServer) -> type[BaseHTTPRequestHandler]:
