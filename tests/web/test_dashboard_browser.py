@@ -16,10 +16,11 @@ from typing import TYPE_CHECKING
 import pytest
 from PIL import Image, ImageStat
 
+pytest.importorskip("starlette")
+from bastion.web import create_app
+
 uvicorn = pytest.importorskip("uvicorn")
 sync_api = pytest.importorskip("playwright.sync_api")
-
-from bastion.web import create_app
 
 if TYPE_CHECKING:
     from conftest import Filled  # tests/web/conftest.py
