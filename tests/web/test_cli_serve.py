@@ -5,6 +5,8 @@ nothing listens."""
 from __future__ import annotations
 
 import builtins
+import subprocess
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -59,8 +61,8 @@ def test_missing_extra_is_one_line(monkeypatch: pytest.MonkeyPatch, tmp_path: Pa
             raise ModuleNotFoundError(f"No module named {name!r}", name="starlette")
         return real_import(name, *args, **kwargs)
 
-    monkeypatch.delitem(__import__("sys").modules, "bastion.web", raising=False)
-    monkeypatch.delitem(__import__("sys").modules, "bastion.web.app", raising=False)
+    monkeypatch.delitem(sys.modules, "bastion.web", raising=False)
+    monkeypatch.delitem(sys.modules, "bastion.web.app", raising=False)
     monkeypatch.setattr(builtins, "__import__", no_starlette)
     result = CliRunner().invoke(app, ["serve", "--db", f"sqlite:///{tmp_path / 'x.db'}"])
     assert result.exit_code == 2
@@ -68,3 +70,11 @@ def test_missing_extra_is_one_line(monkeypatch: pytest.MonkeyPatch, tmp_path: Pa
         result.stderr.strip()
         == "error: the dashboard needs the web extra (starlette is missing): pip install 'bastion[web]'"
     )
+
+
+def test_the_command_line_loads_the_web_stack_only_to_serve() -> None:
+    code = (
+        "import sys, bastion.cli.app; print(sorted({m.split('.')[0] for m in sys.modules} & {'starlette', 'uvicorn'}))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout
+    assert out.strip() == "[]"
