@@ -53,4 +53,7 @@ def serve(
             err=True,
         )
     typer.echo(f"bastion dashboard on http://{host}:{port}/ (read-only; Ctrl-C stops it)", err=True)
-    uvicorn.run(app, host=host, port=port, log_level="warning")
+    try:
+        uvicorn.run(app, host=host, port=port, log_level="warning")
+    finally:
+        app.state.store.close()  # the app's lifespan closes it too; this covers a server that never started

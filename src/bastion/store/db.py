@@ -87,6 +87,7 @@ class Store:
             if read_only:
                 missing = {"models", "runs", "results", "artifacts"} - set(inspect(self.engine).get_table_names())
                 if missing:
+                    self.engine.dispose()
                     raise StoreError(f"{_safe(url)} holds no bastion results (no table {', '.join(sorted(missing))})")
             else:
                 Base.metadata.create_all(self.engine)
