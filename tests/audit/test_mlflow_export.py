@@ -20,6 +20,7 @@ from bastion.report.mlflow import _scenario_keys, mlflow_key, resolve_tracking_u
 from bastion.store import Store
 
 mlflow_tracking = pytest.importorskip("mlflow.tracking")
+mlflow_exceptions = pytest.importorskip("mlflow.exceptions")
 
 runner = CliRunner()
 
@@ -138,6 +139,33 @@ def test_a_second_export_is_refused_unless_forced(audited: tuple[str, int], file
     assert run(*base, "--force")[0] == 0
     runs = client.search_runs([experiment.experiment_id])
     assert len(runs) == 2 and runs[0].data.metrics == runs[1].data.metrics
+
+
+def test_a_failed_export_is_marked_and_may_be_retried(
+    audited: tuple[str, int], file_store: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url, run_id = audited
+    base = ["export", "mlflow", run_id, "--db", url, "--tracking-uri", file_store]
+
+    def refuse(*_args: object, **_kwargs: object) -> None:
+        raise mlflow_exceptions.MlflowException("artifact store is read-only")
+
+    with monkeypatch.context() as m:
+        m.setattr(mlflow_tracking.MlflowClient, "log_artifacts", refuse)
+        code, _, stderr = run(*base)
+    assert code == 2 and stderr.count("\n") == 1
+    assert "MLflow at file:" in stderr and "artifact store is read-only" in stderr and "marked FAILED" in stderr
+    client = mlflow_tracking.MlflowClient(tracking_uri=file_store)
+    experiment = client.get_experiment_by_name("bastion")
+    assert experiment is not None
+    (failed,) = client.search_runs([experiment.experiment_id])
+    assert failed.info.status == "FAILED"
+    assert run(*base)[0] == 0  # a failed export does not count as one
+    statuses = sorted(r.info.status for r in client.search_runs([experiment.experiment_id]))
+    assert statuses == ["FAILED", "FINISHED"]
+    client.delete_experiment(experiment.experiment_id)
+    code, _, stderr = run(*base)
+    assert code == 2 and "the MLflow experiment 'bastion' is deleted" in stderr
 
 
 def test_export_opts_in_to_the_file_store(

@@ -20,7 +20,7 @@ import os
 import re
 import tempfile
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -243,17 +243,34 @@ def export_mlflow(
     uri = resolve_tracking_uri(tracking_uri)
     summary = summarize(run, presenters)
     params, metrics, tags, times = mlflow_payload(run, summary)
+    failures = (MlflowException, OSError)  # what MLflow raises for a refused call, an unreachable server, a full disk
     with _file_store_allowed(uri):
         try:
-            client = _client(MlflowClient, uri)
+            client = MlflowClient(tracking_uri=uri)
+        except ImportError as e:  # mlflow-skinny has no database backend (alembic and the rest are missing)
+            raise ConfigError(
+                f"the tracking URI {uri!r} needs the full MLflow package (pip install mlflow; missing: {e.name}); "
+                "mlflow-skinny, which bastion[mlflow] installs, logs to a file store (--tracking-uri ./mlruns) "
+                "or to an MLflow server (--tracking-uri http://HOST:5000)"
+            ) from None
+        except MlflowException as e:
+            if _is_file_store(uri) and os.environ.get(ALLOW_FILE_STORE, "").lower() not in ("", "true", "1"):
+                raise ConfigError(
+                    f"MLflow refuses the file store {uri} because {ALLOW_FILE_STORE}={os.environ[ALLOW_FILE_STORE]}; "
+                    f"set {ALLOW_FILE_STORE}=true, or log to an MLflow server"
+                ) from None
+            raise StoreError(f"MLflow at {uri}: {_one_line(e)}") from None
+        except ValueError as e:  # a tracking URI or an MLFLOW_* variable MLflow cannot parse
+            raise ConfigError(f"MLflow cannot use the tracking URI {uri!r}: {_one_line(e)}") from None
+        try:
             experiment_id = _experiment(client, experiment)
             if not force:
                 _refuse_twice(client, experiment_id, experiment, tags["bastion.run_uid"], run_id)
             start = _ms(run.started_at)
-            mlrun_id = client.create_run(experiment_id, start_time=start, tags=tags, run_name=f"bastion-{run_id}")
-            mlrun_id = mlrun_id.info.run_id
-        except MlflowException as e:
+            created = client.create_run(experiment_id, start_time=start, tags=tags, run_name=f"bastion-{run_id}")
+        except failures as e:
             raise StoreError(f"MLflow at {uri}: {_one_line(e)}") from None
+        mlrun_id = created.info.run_id
         try:
             param_list = [Param(k, v) for k, v in params.items()]
             for i in range(0, len(param_list), _PARAMS_PER_BATCH):
@@ -265,31 +282,12 @@ def export_mlflow(
             end = _ms(run.ended_at if run.ended_at is not None else datetime.now(UTC))
             client.set_terminated(mlrun_id, "FINISHED", end_time=max(end, start))
         except BaseException as e:
-            client.set_terminated(mlrun_id, "FAILED")  # so a retry is not refused as a duplicate
-            if isinstance(e, MlflowException):
-                raise StoreError(f"MLflow at {uri}: {_one_line(e)}") from None
+            with suppress(*failures):  # marked failed, so that a retry is not refused as a second export
+                client.set_terminated(mlrun_id, "FAILED")
+            if isinstance(e, failures):
+                raise StoreError(f"MLflow at {uri}: {_one_line(e)} (MLflow run {mlrun_id} marked FAILED)") from None
             raise
     return MlflowExport(mlrun_id, experiment_id, uri, params, metrics, tags, artifacts)
-
-
-def _client(client_cls: Any, uri: str) -> Any:
-    """An MLflow client on `uri`; a backend this MLflow cannot open is a `ConfigError` saying what to do."""
-    scheme = urlsplit(uri).scheme.split("+")[0]
-    try:
-        return client_cls(tracking_uri=uri)
-    except ImportError as e:  # mlflow-skinny has no database backend (alembic and friends are missing)
-        raise ConfigError(
-            f"the tracking URI {uri!r} needs the full MLflow package (pip install mlflow; missing: {e.name}); "
-            "mlflow-skinny, which bastion[mlflow] installs, logs to a file store (--tracking-uri ./mlruns) "
-            "or to an MLflow server (--tracking-uri http://HOST:5000)"
-        ) from None
-    except Exception as e:
-        if type(e).__name__ == "MlflowException" and scheme == "file" and os.environ.get(ALLOW_FILE_STORE):
-            raise ConfigError(
-                f"MLflow refuses the file store {uri} because {ALLOW_FILE_STORE}={os.environ[ALLOW_FILE_STORE]}; "
-                f"set {ALLOW_FILE_STORE}=true, or log to an MLflow server"
-            ) from None
-        raise
 
 
 def _experiment(client: Any, name: str) -> str:
