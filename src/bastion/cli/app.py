@@ -7,7 +7,7 @@ import sys
 import typer
 from typer.core import TyperGroup
 
-from bastion.cli import attack, audit, certify, lifecycle, listing, ownership, runs, serve, train
+from bastion.cli import attack, audit, certify, export, lifecycle, listing, ownership, runs, serve, train
 from bastion.cli import eval as eval_cmd
 from bastion.core.errors import BastionError
 
@@ -52,6 +52,7 @@ app.command("audit")(audit.audit)
 app.command("report")(runs.report)
 app.command("compare")(runs.compare)
 app.command("check")(runs.check)
+app.add_typer(export.export_app)
 app.command("serve")(serve.serve)
 
 

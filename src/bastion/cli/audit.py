@@ -32,6 +32,7 @@ from bastion.cli._common import (
 )
 from bastion.cli._target import audit_target
 from bastion.cli.runs import DbOpt, open_store
+from bastion.core.ops import resolve_device
 from bastion.core.progress import ProgressEvent, ProgressFn
 from bastion.report import write_report
 from bastion.train import train_checkpoint
@@ -70,6 +71,7 @@ def audit(
     A killed audit started again with the same arguments resumes where it stopped.
     """
     the_plan = load_plan(plan)
+    resolve_device(device)  # an absent device fails before the database is opened or a model trained
     with open_store(db) as store:  # a bad plan or database fails before any model is loaded or trained
         target = _target(
             checkpoint=checkpoint,
@@ -121,14 +123,20 @@ def _target(
     device: str,
     quiet: bool,
 ) -> AuditTarget:
-    """The model under audit: the checkpoint, the user's model, or the default one (trained on first use)."""
+    """The model under audit: the checkpoint, the user's model, or the default one (trained on first use,
+    on `device`)."""
     if checkpoint is None and model is None:
         checkpoint = default_checkpoint(data or "mnist5k")
         if not checkpoint.exists():
             console.print(f"no checkpoint given: training small_cnn on {data or 'mnist5k'} -> {checkpoint}")
             with progress_bar("small_cnn", quiet=quiet) as progress:
                 train_checkpoint(
-                    model="small_cnn", data=data or "mnist5k", out=checkpoint, data_root=data_root, progress=progress
+                    model="small_cnn",
+                    data=data or "mnist5k",
+                    out=checkpoint,
+                    data_root=data_root,
+                    device=device,
+                    progress=progress,
                 )
     return audit_target(
         checkpoint=checkpoint,
