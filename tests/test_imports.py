@@ -9,6 +9,7 @@ import sys
 import pytest
 
 HEAVY = {"typer", "rich", "click", "sqlalchemy", "jinja2", "ray", "safetensors", "sklearn", "mlxtend", "PIL"}
+HEAVY |= {"starlette", "uvicorn"}  # the dashboard's web stack
 
 
 def loaded_after(module: str) -> set[str]:

@@ -7,7 +7,7 @@ import sys
 import typer
 from typer.core import TyperGroup
 
-from bastion.cli import attack, audit, certify, export, lifecycle, listing, ownership, runs, train
+from bastion.cli import attack, audit, certify, export, lifecycle, listing, ownership, runs, serve, train
 from bastion.cli import eval as eval_cmd
 from bastion.core.errors import BastionError
 
@@ -48,11 +48,12 @@ app.command("extract")(lifecycle.extract)
 app.command("sfl-extract")(lifecycle.sfl_extract)
 app.command("ownership")(ownership.ownership)
 app.add_typer(ownership.watermark_app)
-app.add_typer(export.export_app)
 app.command("audit")(audit.audit)
 app.command("report")(runs.report)
 app.command("compare")(runs.compare)
 app.command("check")(runs.check)
+app.add_typer(export.export_app)
+app.command("serve")(serve.serve)
 
 
 def main() -> None:

@@ -41,6 +41,7 @@ from bastion.cli._deployed import (
 )
 from bastion.cli._target import audit_target, deployed_target
 from bastion.cli.runs import DbOpt, open_store
+from bastion.core.ops import resolve_device
 from bastion.core.progress import ProgressEvent, ProgressFn
 from bastion.report import write_report
 from bastion.train import train_checkpoint
@@ -96,6 +97,7 @@ def audit(
     if deployed:
         refuse_model_options(checkpoint=checkpoint, model=model, weights=weights, ood_data=ood_data)
     the_plan = load_plan(plan or ("blackbox" if deployed else "quick"))
+    resolve_device(device)  # an absent device fails before the database is opened or a model trained
     with open_store(db) as store:  # a bad plan or database fails before any model is loaded or trained
         target = (
             deployed_target(
@@ -160,14 +162,20 @@ def _target(
     device: str,
     quiet: bool,
 ) -> AuditTarget:
-    """The model under audit: the checkpoint, the user's model, or the default one (trained on first use)."""
+    """The model under audit: the checkpoint, the user's model, or the default one (trained on first use,
+    on `device`)."""
     if checkpoint is None and model is None:
         checkpoint = default_checkpoint(data or "mnist5k")
         if not checkpoint.exists():
             console.print(f"no checkpoint given: training small_cnn on {data or 'mnist5k'} -> {checkpoint}")
             with progress_bar("small_cnn", quiet=quiet) as progress:
                 train_checkpoint(
-                    model="small_cnn", data=data or "mnist5k", out=checkpoint, data_root=data_root, progress=progress
+                    model="small_cnn",
+                    data=data or "mnist5k",
+                    out=checkpoint,
+                    data_root=data_root,
+                    device=device,
+                    progress=progress,
                 )
     return audit_target(
         checkpoint=checkpoint,

@@ -21,6 +21,7 @@ from bastion.cli._common import CheckpointOpt, DataOpt, DataRootOpt, DeviceOpt, 
 from bastion.cli._target import audit_target
 from bastion.cli.lifecycle import _report, _run
 from bastion.core.errors import ConfigError
+from bastion.core.ops import resolve_device
 from bastion.core.params import parse_params
 from bastion.core.registry import DEFENSES
 from bastion.defenses.ownership import DatasetInference, Watermark, WatermarkKey
@@ -185,6 +186,7 @@ def verify(
 ) -> None:
     """Test a suspect checkpoint against a watermark key: agreements with the key labels, the exact
     binomial p-value and its interval; p < 0.01 claims ownership."""
+    resolve_device(device)  # an absent device is named before the key is read
     method, params, key = load_key(key_path)
     if method != "watermark" or not isinstance(key, WatermarkKey):
         raise ConfigError(f"{key_path} holds a {method} key, not a watermark key")

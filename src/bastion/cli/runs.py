@@ -12,6 +12,7 @@ from rich.table import Table
 from bastion.audit import presenters
 from bastion.cli._common import out
 from bastion.core.errors import ConfigError, did_you_mean
+from bastion.report import compare as compare_summaries
 from bastion.report import format_metric as _fmt
 from bastion.report import metric_names, metric_value, summarize, write_report
 from bastion.store import DEFAULT_URL, Store
@@ -49,29 +50,23 @@ def compare(
     """Print two runs' numbers side by side with their differences (B - A)."""
     with open_store(db) as store:
         a, b = summarize(store.run(run_a), presenters()), summarize(store.run(run_b), presenters())
+    diff = compare_summaries(a, b)
     table = Table(title=f"run {run_a} ({a['model']['name']}) vs run {run_b} ({b['model']['name']})")
     for col in ("metric", f"run {run_a}", f"run {run_b}", "B - A"):
         table.add_column(col, justify="left" if col == "metric" else "right")
-    names_b = set(metric_names(b))
-    shown = 0
-    for name in metric_names(a):
-        if name not in names_b or name.startswith(("seconds.", "queries_mean.", "linf_max.")):
-            continue
-        va, vb = metric_value(a, name), metric_value(b, name)
-        delta = None if va is None or vb is None else vb - va
-        sign = "" if delta is None or delta <= 0 else "+"
+    for d in diff.rows:
+        sign = "" if d.delta is None or d.delta <= 0 else "+"
         table.add_row(
-            name,
-            _fmt(name, va),
-            _fmt(name, vb),
-            "–" if delta is None else sign + _fmt(name, delta),
+            d.name,
+            _fmt(d.name, d.a),
+            _fmt(d.name, d.b),
+            "–" if d.delta is None else sign + _fmt(d.name, d.delta),
         )
-        shown += 1
-    only = sorted({s["key"] for s in a["scenarios"]} ^ {s["key"] for s in b["scenarios"]})
+    only = sorted(diff.only_a + diff.only_b)
     out.print(table)
     if only:
         out.print(f"scenarios in one run only: {', '.join(only)}", highlight=False)
-    if shown == 0:
+    if not diff.rows:
         out.print("the two runs share no scenario", highlight=False)
 
 

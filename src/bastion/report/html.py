@@ -19,10 +19,13 @@ from bastion.report.sections import Presenter, Section, Table, format_metric, pc
 from bastion.report.summary import by_family, summarize
 from bastion.store import ResultRow, RunRow, Store
 
-__all__ = ["render", "write_report"]
+__all__ = ["TEMPLATES", "render", "run_context", "write_report"]
 
+TEMPLATES = PackageLoader(
+    "bastion.report", "templates"
+)  # the dashboard loads `_run.html.j2` and `_style.css.j2` from here
 _ENV = Environment(
-    loader=PackageLoader("bastion.report", "templates"),
+    loader=TEMPLATES,
     autoescape=select_autoescape(["html", "j2"]),
     undefined=StrictUndefined,
     trim_blocks=True,
@@ -71,8 +74,11 @@ def _plain(v: Any) -> str:
     return v if isinstance(v, str) else json.dumps(v, sort_keys=True)
 
 
-def render(run: RunRow, presenters: Mapping[str, Presenter], summary: dict[str, Any] | None = None) -> str:
-    """The report of `run` as one HTML document."""
+def run_context(
+    run: RunRow, presenters: Mapping[str, Presenter], summary: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """What the template `_run.html.j2` needs to show `run` (the report's body; the dashboard includes the
+    same template with this context, so a run looks the same in both)."""
     s = summary if summary is not None else summarize(run, presenters)
     r = s["run"]
     run_rows = [
@@ -93,14 +99,19 @@ def render(run: RunRow, presenters: Mapping[str, Presenter], summary: dict[str, 
             section = _generic_section(family, results)
         sections.append((section, _gallery(results)))
     warnings = [(sc["key"], w) for sc in s["scenarios"] for w in sc["warnings"]]
-    return _ENV.get_template("report.html.j2").render(
-        s=s,
-        sections=sections,
-        warnings=warnings,
-        model_rows=_model_rows(s["model"]["meta"]),
-        run_rows=run_rows,
-        pct=pct,
-    )
+    return {
+        "s": s,
+        "sections": sections,
+        "warnings": warnings,
+        "model_rows": _model_rows(s["model"]["meta"]),
+        "run_rows": run_rows,
+        "pct": pct,
+    }
+
+
+def render(run: RunRow, presenters: Mapping[str, Presenter], summary: dict[str, Any] | None = None) -> str:
+    """The report of `run` as one HTML document."""
+    return _ENV.get_template("report.html.j2").render(**run_context(run, presenters, summary))
 
 
 def write_report(

@@ -8,14 +8,16 @@ import io
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 
 import matplotlib
 
 matplotlib.use("Agg")  # no screen; must precede pyplot
+import matplotlib.dates as mdates
 import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
 
-__all__ = ["Panel", "lines", "roc"]
+__all__ = ["Panel", "lines", "roc", "timeline"]
 
 _STYLE = {
     "figure.figsize": (6.0, 3.6),
@@ -88,4 +90,24 @@ def roc(curves: dict[str, tuple[Sequence[float], Sequence[float]]], *, log: bool
         ax.set_xlabel("false positive rate")
         ax.set_ylabel("true positive rate")
         ax.legend(frameon=False, fontsize=8)
+        return _svg(fig)
+
+
+def timeline(series: dict[str, Sequence[tuple[datetime, float | None]]], *, ylabel: str) -> str:
+    """Shares in [0, 1] over time, one line per series (drawn as percentages; None values are skipped):
+    a model's numbers across its audit runs."""
+    with plt.rc_context(_STYLE):
+        fig, ax = plt.subplots(figsize=(7.5, 3.6))
+        for label, points in sorted(series.items()):
+            pts = [(t, 100 * y) for t, y in points if y is not None]
+            if pts:
+                xs, ys = zip(*pts, strict=True)
+                ax.plot(xs, ys, marker="o", label=label.replace("$", r"\$"))  # a `$` would start mathtext
+        locator = mdates.AutoDateLocator()
+        ax.xaxis.set_major_locator(locator)
+        ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))
+        ax.set_ylim(-2, 102)
+        ax.set_xlabel("run started (UTC)")
+        ax.set_ylabel(ylabel)
+        ax.legend(frameon=False, fontsize=8, loc="center left", bbox_to_anchor=(1.0, 0.5))
         return _svg(fig)

@@ -5,13 +5,13 @@ The HTML report and `summary.json` are both made from this, so they never disagr
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from bastion.report.sections import Presenter
 from bastion.store import ResultRow, RunRow
 
-__all__ = ["by_family", "metric_names", "metric_value", "summarize"]
+__all__ = ["Comparison", "Delta", "by_family", "compare", "metric_names", "metric_value", "summarize"]
 
 
 def by_family(run: RunRow) -> dict[str, list[ResultRow]]:
@@ -81,3 +81,44 @@ def metric_value(summary: dict[str, Any], name: str) -> float | None:
             v = s["metrics"].get(metric)
             return None if v is None else float(v)
     return None
+
+
+# Numbers that say how an attack ran rather than what it found: not compared.
+_NOT_COMPARED = ("seconds.", "queries_mean.", "linf_max.")
+
+
+@dataclass(frozen=True)
+class Delta:
+    """One metric of two runs: `name` as in `metric_names`, split into `metric` and `scenario` (empty for
+    clean accuracy); `delta` is b - a (None when either is missing)."""
+
+    name: str
+    metric: str
+    scenario: str
+    a: float | None
+    b: float | None
+    delta: float | None
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Two runs side by side: the metrics they share, and the scenarios only one of them has."""
+
+    rows: list[Delta]
+    only_a: list[str]
+    only_b: list[str]
+
+
+def compare(a: dict[str, Any], b: dict[str, Any]) -> Comparison:
+    """The metrics two summaries share (in `a`'s order), with their differences b - a. `bastion compare`
+    prints this and the dashboard's compare page shows it."""
+    names_b = set(metric_names(b))
+    rows = []
+    for name in metric_names(a):
+        if name not in names_b or name.startswith(_NOT_COMPARED):
+            continue
+        va, vb = metric_value(a, name), metric_value(b, name)
+        metric, _, scenario = name.partition(".")
+        rows.append(Delta(name, metric, scenario, va, vb, None if va is None or vb is None else vb - va))
+    keys_a, keys_b = [s["key"] for s in a["scenarios"]], [s["key"] for s in b["scenarios"]]
+    return Comparison(rows, [k for k in keys_a if k not in keys_b], [k for k in keys_b if k not in keys_a])

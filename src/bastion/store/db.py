@@ -12,11 +12,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
-from sqlalchemy import create_engine, event, select
-from sqlalchemy.engine import Engine, make_url
+from sqlalchemy import create_engine, event, func, inspect, select
+from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.exc import ArgumentError, IntegrityError, NoSuchModuleError, OperationalError, SQLAlchemyError
-from sqlalchemy.orm import Session, selectinload, sessionmaker
+from sqlalchemy.orm import Session, defer, raiseload, selectinload, sessionmaker
 
 from bastion.core.errors import StoreError
 from bastion.store.schema import ArtifactRow, Base, ModelRow, ResultRow, RunRow
@@ -63,18 +64,33 @@ class Store:
 
     Args:
         url: a SQLAlchemy URL, e.g. `sqlite:///bastion.db` or `postgresql+psycopg://user@localhost/db`.
+        read_only: open the database so that the connection itself refuses writes (SQLite: the file
+            opened with `mode=ro`; PostgreSQL: every transaction `READ ONLY` through the session's
+            `default_transaction_read_only`), create nothing, and require the tables to exist.
+            Other backends are refused in this mode, since the promise could not be kept.
     """
 
-    def __init__(self, url: str = DEFAULT_URL) -> None:
+    def __init__(self, url: str = DEFAULT_URL, *, read_only: bool = False) -> None:
         self.url = url
+        self.read_only = read_only
         try:
             parsed = make_url(url)
-            if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
-                Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
-            self.engine: Engine = create_engine(parsed)
-            if parsed.get_backend_name() == "sqlite":
+            backend = parsed.get_backend_name()
+            if read_only:
+                self.engine: Engine = _read_only_engine(parsed)
+            else:
+                if backend == "sqlite" and parsed.database not in (None, "", ":memory:"):
+                    Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+                self.engine = create_engine(parsed)
+            if backend == "sqlite":
                 event.listen(self.engine, "connect", _sqlite_pragmas)
-            Base.metadata.create_all(self.engine)
+            if read_only:
+                missing = {"models", "runs", "results", "artifacts"} - set(inspect(self.engine).get_table_names())
+                if missing:
+                    self.engine.dispose()
+                    raise StoreError(f"{_safe(url)} holds no bastion results (no table {', '.join(sorted(missing))})")
+            else:
+                Base.metadata.create_all(self.engine)
         except (ArgumentError, NoSuchModuleError, ValueError) as e:
             raise StoreError(f"--db {url!r} is not a usable database URL ({_reason(e)})") from None
         except (OperationalError, SQLAlchemyError, OSError) as e:
@@ -202,6 +218,70 @@ class Store:
             raise StoreError(f"no run {run_id} in {_safe(self.url)}{hint}")
         return row
 
+    def runs(
+        self,
+        *,
+        model_id: int | None = None,
+        plan: str | None = None,
+        family: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> list[RunRow]:
+        """Runs, newest first, with their model and their results' metrics (the per-sample records and the
+        artifacts are not loaded: this is for listings). Filters: the model's id, the plan's name, a family
+        among the results, and `since <= started_at < until` (UTC)."""
+        query = (
+            select(RunRow)
+            .options(
+                defer(RunRow.plan_text),
+                selectinload(RunRow.model),
+                selectinload(RunRow.results).options(defer(ResultRow.record), raiseload(ResultRow.artifacts)),
+            )
+            .order_by(RunRow.started_at.desc(), RunRow.id.desc())
+        )
+        if model_id is not None:
+            query = query.where(RunRow.model_id == model_id)
+        if plan is not None:
+            query = query.where(RunRow.plan_name == plan)
+        if family is not None:
+            query = query.where(RunRow.id.in_(select(ResultRow.run_id).where(ResultRow.family == family)))
+        if since is not None:
+            query = query.where(RunRow.started_at >= since)
+        if until is not None:
+            query = query.where(RunRow.started_at < until)
+        with self._session() as s:
+            return list(s.scalars(query))
+
+    def models(self) -> list[tuple[ModelRow, int, datetime | None]]:
+        """Every model with its number of runs and the start of its latest run, latest first."""
+        runs = (
+            select(RunRow.model_id, func.count(RunRow.id).label("n"), func.max(RunRow.started_at).label("last"))
+            .group_by(RunRow.model_id)
+            .subquery()
+        )
+        query = (
+            select(ModelRow, func.coalesce(runs.c.n, 0), runs.c.last)
+            .outerjoin(runs, runs.c.model_id == ModelRow.id)
+            .order_by(runs.c.last.desc().nulls_last(), ModelRow.id.desc())
+        )
+        with self._session() as s:
+            return [(m, int(n), last) for m, n, last in s.execute(query)]
+
+    def facets(self) -> tuple[list[str], list[str]]:
+        """The plan names and the result families the stored runs use, sorted (for filter menus)."""
+        with self._session() as s:
+            plans = list(s.scalars(select(RunRow.plan_name).distinct().order_by(RunRow.plan_name)))
+            families = list(s.scalars(select(ResultRow.family).distinct().order_by(ResultRow.family)))
+        return plans, families
+
+    def model_row(self, model_id: int) -> ModelRow:
+        """The model with this id."""
+        with self._session() as s:
+            row = s.get(ModelRow, model_id)
+        if row is None:
+            raise StoreError(f"no model {model_id} in {_safe(self.url)}")
+        return row
+
     def run_ids(self) -> list[int]:
         with self._session() as s:
             return list(s.scalars(select(RunRow.id).order_by(RunRow.id)))
@@ -215,6 +295,26 @@ class Store:
                 s.commit()
             except OperationalError as e:
                 raise StoreError(f"cannot write to the database {_safe(self.url)}: {_reason(e)}") from None
+
+
+def _read_only_engine(url: URL) -> Engine:
+    """An engine whose connections refuse writes, whatever the code above them does."""
+    backend = url.get_backend_name()
+    if backend == "sqlite":
+        if url.database in (None, "", ":memory:"):
+            raise StoreError("a read-only store needs a SQLite file, not an in-memory database")
+        path = Path(url.database).expanduser().resolve()
+        if not path.is_file():
+            raise StoreError(f"no database file {path}: give the --db an audit wrote (`bastion audit --db ...`)")
+        # SQLite's URI form opens the file itself read-only (a write fails with "readonly database").
+        ro = url.set(database=f"file:{quote(path.as_posix())}?mode=ro", query={**url.query, "uri": "true"})
+        return create_engine(ro)
+    if backend == "postgresql":
+        # libpq's `options` sets the session default, so every transaction, explicit or implicit, is
+        # READ ONLY and the server refuses INSERT, UPDATE, DELETE and DDL.
+        options = " ".join(filter(None, [str(url.query.get("options", "")), "-c default_transaction_read_only=on"]))
+        return create_engine(url.difference_update_query(["options"]), connect_args={"options": options})
+    raise StoreError(f"a read-only store is supported on SQLite and PostgreSQL, not {backend!r}")
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:

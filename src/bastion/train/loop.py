@@ -50,6 +50,8 @@ __all__ = [
     "fit",
 ]
 
+_LOSS_EVERY = 10  # steps between two reads of the running loss for the progress display
+
 BatchFn = Callable[[Tensor, Tensor, torch.Generator], tuple[Tensor, Tensor]]
 InputTransform = Callable[[nn.Module, Tensor, Tensor, torch.Generator, float], Tensor]
 LossFn = Callable[[nn.Module, Tensor, Tensor], Tensor]
@@ -165,11 +167,12 @@ def accuracy(model: nn.Module, x: Tensor, y: Tensor, *, batch_size: int = 1000) 
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
-    correct = 0
-    for s in batch_slices(x.shape[0], batch_size):
-        correct += int((model(x[s].to(device)).argmax(1) == y[s].to(device)).sum())
+    correct = torch.zeros((), dtype=torch.long, device=device)  # summed on the device: one sync, at the end
+    with torch.no_grad():
+        for s in batch_slices(x.shape[0], batch_size):
+            correct += (model(x[s].to(device)).argmax(1) == y[s].to(device)).sum()
     model.train(was_training)
-    return correct / max(x.shape[0], 1)
+    return int(correct) / max(x.shape[0], 1)
 
 
 def _optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -220,7 +223,10 @@ def fit(
     for epoch in range(1, cfg.epochs + 1):
         state.epoch = epoch
         t0 = time.perf_counter()
-        loss_sum, correct, seen = 0.0, 0, 0
+        # running sums stay on the device: reading them every step would stall the GPU once per batch
+        loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+        correct = torch.zeros((), dtype=torch.long, device=device)
+        seen, shown_loss = 0, None
         model.train()
         order = torch.randperm(n, generator=gen, device=device)
         for s in batch_slices(n, cfg.batch_size):
@@ -242,14 +248,17 @@ def fit(
             else:
                 logits = model(x)
                 loss = F.cross_entropy(logits, y)
-                correct += int((logits.argmax(1) == y).sum())
+                correct += (logits.argmax(1) == y).sum()
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             state.step += 1
-            loss_sum += float(loss.detach()) * y.shape[0]
+            loss_sum += loss.detach().double() * y.shape[0]
             seen = s.stop
-            report(progress, "train", state.step, total, epoch=epoch, loss=loss_sum / seen)
+            if progress is not None:  # the running loss is read (a device sync) every few steps only
+                if shown_loss is None or state.step % _LOSS_EVERY == 0 or seen == n:
+                    shown_loss = float(loss_sum) / seen
+                report(progress, "train", state.step, total, epoch=epoch, loss=shown_loss)
             for cb in hooks.callbacks:
                 cb.on_step_end(state, x_clean, y)
             if state.stop:
@@ -259,8 +268,8 @@ def fit(
             test_acc = accuracy(model, x_test, y_test, batch_size=cfg.eval_batch_size)
         record = EpochRecord(
             epoch=epoch,
-            train_loss=loss_sum / seen,
-            train_accuracy=correct / seen if hooks.loss is None and hooks.pair_loss is None else math.nan,
+            train_loss=float(loss_sum) / seen,
+            train_accuracy=int(correct) / seen if hooks.loss is None and hooks.pair_loss is None else math.nan,
             test_accuracy=test_acc,
             seconds=time.perf_counter() - t0,
         )

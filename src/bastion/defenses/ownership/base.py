@@ -75,8 +75,12 @@ def key_batch_edit(x_key: Tensor, y_key: Tensor, per_batch: int, seed: int) -> A
         raise DataError("the key has no samples to append to the training batches")
     gen = torch.Generator().manual_seed(seed)
     state = {"order": torch.randperm(n, generator=gen), "pos": 0}
+    on_device: dict[torch.device, tuple[Tensor, Tensor]] = {}  # the key moved to the batches' device once
 
     def edit(x: Tensor, y: Tensor, _gen: torch.Generator) -> tuple[Tensor, Tensor]:
+        if x.device not in on_device:
+            on_device[x.device] = (x_key.to(x.device), y_key.to(y.device))
+        keys_x, keys_y = on_device[x.device]
         take = []
         while len(take) < per_batch:
             if state["pos"] >= n:
@@ -84,8 +88,8 @@ def key_batch_edit(x_key: Tensor, y_key: Tensor, per_batch: int, seed: int) -> A
             step = min(per_batch - len(take), n - state["pos"])
             take.extend(state["order"][state["pos"] : state["pos"] + step].tolist())
             state["pos"] += step
-        idx = torch.tensor(take)
-        xk, yk = x_key[idx].to(device=x.device, dtype=x.dtype), y_key[idx].to(device=y.device, dtype=y.dtype)
+        idx = torch.tensor(take, device=x.device)
+        xk, yk = keys_x[idx].to(dtype=x.dtype), keys_y[idx].to(dtype=y.dtype)
         return torch.cat([x, xk]), torch.cat([y, yk])
 
     return edit

@@ -40,15 +40,15 @@ class KNN(OODDetector):
     k: int = param(50, ge=1, help="the neighbour whose distance is the score")
 
     def _fit(self, victim: Victim, x_train: Tensor, y_train: Tensor) -> Any:
-        bank = unit(victim.features(x_train).float().cpu())
+        bank = unit(victim.features(x_train).float())  # (M, D) kept on the victim's device, where the distances run
         if self.k > bank.shape[0]:
             raise DataError(f"knn: k = {self.k} but only {bank.shape[0]} training images to compare with")
         return bank
 
     def _score(self, victim: Victim, x: Tensor, state: Any) -> Tensor:
-        q = unit(victim.features(x).float().cpu())
+        q = unit(victim.features(x).float()).to(state.device)
         out = [
             torch.cdist(q[s], state).topk(self.k, dim=1, largest=False).values[:, -1]
             for s in batch_slices(q.shape[0], 1024)
         ]
-        return -torch.cat(out).double() if out else torch.zeros(0, dtype=torch.float64)
+        return -torch.cat(out).double().cpu() if out else torch.zeros(0, dtype=torch.float64)
