@@ -110,6 +110,10 @@ def test_unreachable_or_bad_endpoints_raise_typed_errors(serve: Serve) -> None:
         EndpointModel("ftp://example.org/model")
     with pytest.raises(ConfigError, match="takes inputs of shape"):
         EndpointModel(serve("labels").url, input_shape=(3, 32, 32))
+    labels = serve("labels")
+    with EndpointModel(labels.url) as model, pytest.raises(EndpointError, match=r"HTTP 400.*must lie in"):
+        model.answer(torch.full((1, 1, 28, 28), 2.0))  # a client error is not retried
+    assert model.stats.retries == 0 and model.stats.requests == 2
     plain = serve("labels")
     plain.info["encodings"] = ["json"]
     with pytest.raises(ConfigError, match="does not list f32-base64"):
