@@ -19,6 +19,10 @@ CHECKPOINT = Path(__file__).resolve().parents[1] / "fixtures" / "small_cnn-mnist
 runner = CliRunner()
 SQUARE = ["attack", "square", "n_queries=100", "--n", "5", "--max-queries", "100", "--seed", "1", "-q"]
 
+pytest.importorskip("onnx")
+pytest.importorskip("onnxruntime")
+pytest.importorskip("httpx")
+
 
 def run(*args: str | Path) -> tuple[int, str, str]:
     result = runner.invoke(app, [str(a) for a in args])

@@ -18,6 +18,8 @@ from bastion.deploy import EndpointModel
 
 Serve = Callable[..., Any]  # conftest's `serve`: starts a FaultyServer
 
+pytest.importorskip("httpx")
+
 
 @pytest.mark.parametrize("output", ["logits", "probs", "labels"])
 def test_endpoint_answers_as_the_model(

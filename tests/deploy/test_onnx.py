@@ -16,6 +16,9 @@ from bastion.attacks.evasion.square import Square
 from bastion.core import CheckpointError, ConfigError, QueryBudgetExceeded, ThreatModel, Victim
 from bastion.deploy import OnnxModel, read_onnx_metadata
 
+pytest.importorskip("onnx")
+pytest.importorskip("onnxruntime")
+
 
 def test_export_round_trip_gives_the_models_labels_and_logits(
     onnx_file: Path, mnist_victim: Victim, mnist_test: tuple[Tensor, Tensor]
