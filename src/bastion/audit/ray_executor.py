@@ -117,7 +117,7 @@ class RayExecutor(Executor):
 
     def _run_tasks(self, ray: Any, runs: Sequence[OpenRun], url: str, on_scenario: Listener | None) -> None:
         remote = ray.remote(scenario_task)
-        waiting: dict[Any, tuple[OpenRun, int, Scenario, float]] = {}
+        waiting: dict[Any, tuple[OpenRun, int, Scenario]] = {}
         for run in runs:
             source = ray.put(run.source)  # one copy in the object store, whatever the number of tasks
             for position, sc in run.pending:
@@ -127,20 +127,20 @@ class RayExecutor(Executor):
                     retry_exceptions=False,
                     **self._resources(sc, run),
                 ).remote(source, url, run.run_id, position, sc, run.seed, run.target.model_dir)
-                waiting[ref] = (run, position, sc, time.perf_counter())
+                waiting[ref] = (run, position, sc)
                 tell(on_scenario, self._event(run, position, sc, "started"))
         failures: list[str] = []
         try:
             while waiting:
                 ready, _ = ray.wait(list(waiting), num_returns=1)
                 for ref in ready:
-                    run, position, sc, t0 = waiting.pop(ref)
+                    run, position, sc = waiting.pop(ref)
                     try:
-                        ray.get(ref)
+                        _, seconds = ray.get(ref)
                     except Exception as e:  # the scenario's own error, or its worker died more often than allowed
                         failures.append(f"{sc.key} (run {run.run_id}): {_failure(e)}")
                         continue
-                    tell(on_scenario, self._event(run, position, sc, "done", time.perf_counter() - t0))
+                    tell(on_scenario, self._event(run, position, sc, "done", seconds))
         except BaseException:  # interrupted: stop what is still queued or running, then let the error through
             for ref in waiting:
                 ray.cancel(ref, force=True)
@@ -171,17 +171,19 @@ def scenario_task(
     sc: Scenario,
     seed: int,
     model_dir: Path | None,
-) -> bool:
+) -> tuple[bool, float]:
     """One scenario on a Ray worker: rebuild the target, run the scenario, store its result.
 
-    Returns whether it stored the result: False when an earlier attempt of the task already had (then
-    the scenario is not run again), or stored it while this one ran.
+    Returns whether it stored the result (False when an earlier attempt of the task already had: then the
+    scenario is not run again; or stored it while this one ran) and the seconds the task took.
     """
+    t0 = time.perf_counter()
     with Store(store_url) as store:
         if sc.key in store.finished_keys(run_id):
-            return False
+            return False, time.perf_counter() - t0
         target = with_model_dir(source(), model_dir)
-        return run_scenario(store, run_id, position, sc, seed, target, if_absent=True)
+        stored = run_scenario(store, run_id, position, sc, seed, target, if_absent=True)
+        return stored, time.perf_counter() - t0
 
 
 def worker_store_url(url: str, *, local: bool) -> str:
