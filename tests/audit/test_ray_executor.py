@@ -249,3 +249,16 @@ def test_library_mistakes(tmp_path: Path) -> None:
     plan = parse_plan(PLAN.split("  - attack: pgd")[0])
     with Store(f"sqlite:///{tmp_path / 'r.db'}") as store, pytest.raises(ConfigError, match="has no source"):
         run_audit(args(), plan, store, executor=RayExecutor())
+
+
+def test_a_task_larger_than_the_cluster_is_refused_not_left_waiting(ray_session: Any, tmp_path: Path) -> None:
+    args = TargetArgs(checkpoint=DIGITS)
+    plan = parse_plan(PLAN.split("  - attack: pgd")[0])
+    with Store(f"sqlite:///{tmp_path / 'r.db'}") as store:
+        with pytest.raises(
+            ConfigError, match=r"'fgsm@0.1' asks Ray for 1 GPU\(s\) per task, but the Ray cluster has 0"
+        ):
+            run_audit(args(), plan, store, executor=RayExecutor(task_gpus=1), source=args)
+        many = RayExecutor(kind_resources={"evasion": {"num_cpus": 3}})
+        with pytest.raises(ConfigError, match=r"asks Ray for 3 CPU\(s\) per task, but the Ray cluster has 2"):
+            run_audit(args(), plan, store, executor=many, source=args)

@@ -116,6 +116,7 @@ class RayExecutor(Executor):
                 ray.shutdown()
 
     def _run_tasks(self, ray: Any, runs: Sequence[OpenRun], url: str, on_scenario: Listener | None) -> None:
+        self._check_fits(ray.cluster_resources(), runs)
         remote = ray.remote(scenario_task)
         waiting: dict[Any, tuple[OpenRun, int, Scenario]] = {}
         for run in runs:
@@ -151,6 +152,19 @@ class RayExecutor(Executor):
                 f"{len(failures)} scenario(s) failed on Ray: {'; '.join(failures[:3])}{more}. The others are "
                 "stored; the same command resumes the unfinished run(s)"
             )
+
+    def _check_fits(self, cluster: Mapping[str, float], runs: Sequence[OpenRun]) -> None:
+        """A task that asks for more than the whole cluster has would wait for ever: say so instead."""
+        for run in runs:
+            for _, sc in run.pending:
+                res = self._resources(sc, run)
+                for key, name in (("num_cpus", "CPU"), ("num_gpus", "GPU")):
+                    if res[key] > cluster.get(name, 0):
+                        hint = " (audit on --device cpu, or join a cluster with GPUs)" if name == "GPU" else ""
+                        raise ConfigError(
+                            f"scenario {sc.key!r} asks Ray for {res[key]:g} {name}(s) per task, but the Ray "
+                            f"cluster has {cluster.get(name, 0):g}{hint}"
+                        )
 
     def _resources(self, sc: Scenario, run: OpenRun) -> dict[str, float]:
         gpus = self.task_gpus if self.task_gpus is not None else float(run.target.victim.device.type == "cuda")
