@@ -180,15 +180,15 @@ def test_a_retried_task_whose_result_is_stored_stores_nothing(tmp_path: Path) ->
     }
 
 
-def test_two_checkpoints_in_one_command_get_a_run_each(ray_session: Any, tmp_path: Path) -> None:
+def test_two_checkpoints_in_one_command_get_a_run_each(ray_session: Any, store_url: str, tmp_path: Path) -> None:
+    """On SQLite and on PostgreSQL (the database of a cluster), the workers committing at once."""
     plan = tmp_path / "plan.yaml"
     plan.write_text(PLAN.split("  - attack: square")[0])
-    url = f"sqlite:///{tmp_path / 'r.db'}"
     out = tmp_path / "reports"
-    args = ["audit", "-c", str(DIGITS), "-c", str(MNIST), "--plan", str(plan), "--db", url, "-o", str(out)]
-    result = CliRunner().invoke(app, [*args, "--executor", "ray", "-q"])
+    args = ["audit", "-c", str(DIGITS), "-c", str(MNIST), "--plan", str(plan), "-o", str(out)]
+    result = CliRunner().invoke(app, [*args, "--db", store_url, "--executor", "ray", "-q"])
     assert result.exit_code == 0, result.stderr
-    with Store(url) as store:
+    with Store(store_url) as store:
         runs = [store.run(i) for i in store.run_ids()]
     assert [(r.model.name, r.status, r.data) for r in runs] == [
         ("small_cnn-digits.safetensors", "finished", "digits"),
@@ -197,14 +197,14 @@ def test_two_checkpoints_in_one_command_get_a_run_each(ray_session: Any, tmp_pat
     assert all([x.key for x in r.results] == KEYS[:3] for r in runs)
     assert result.stdout.count("audit of small_cnn-") == 2
     assert all((out / f"run-{r.id}" / "report.html").is_file() for r in runs)
-    local = CliRunner().invoke(
-        app, [*args[:-2], "-o", str(tmp_path / "local"), "--db", f"sqlite:///{tmp_path / 'l.db'}"]
-    )
+    local_url = f"sqlite:///{tmp_path / 'local.db'}"
+    local = CliRunner().invoke(app, [*args[:-1], str(tmp_path / "local"), "--db", local_url, "-q"])
     assert local.exit_code == 0, local.stderr
-    with Store(f"sqlite:///{tmp_path / 'l.db'}") as store:
-        assert [store.run(i).status for i in store.run_ids()] == ["finished", "finished"]
-    for i, r in enumerate(runs, start=1):
-        assert _results(url, r.id) == _results(f"sqlite:///{tmp_path / 'l.db'}", i)
+    with Store(local_url) as store:
+        local_ids = store.run_ids()
+        assert [store.run(i).status for i in local_ids] == ["finished", "finished"]
+    for r, i in zip(runs, local_ids, strict=True):
+        assert _results(store_url, r.id) == _results(local_url, i)
 
 
 @pytest.mark.parametrize(
