@@ -12,6 +12,7 @@ thread count can move the last bits of a float sum, and with them an attack's de
 edge: where they differ the table says by how much.
 
     python benchmarks/ray_executor.py [--plan standard] [--only KEY ...] [--skip KEY ...] [--workers 2]
+        [--local-threads N]
 
 `--only`/`--skip` take scenario keys or the names before `@` (`fgsm` is every `fgsm@EPS`); on a small
 machine the full standard plan takes long, and a subset is noted in the results.
@@ -48,6 +49,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--only", nargs="+", default=None, help="run only these scenarios (keys or names before @)")
     p.add_argument("--skip", nargs="+", default=[], help="leave out these scenarios")
     p.add_argument("--workers", type=int, default=2, help="CPUs of the Ray started here (tasks at once)")
+    p.add_argument("--local-threads", type=int, default=None, help="torch threads of the local run (default: torch's)")
     p.add_argument("--out", type=Path, default=HERE / "results" / "ray_executor.json")
     return p.parse_args()
 
@@ -100,6 +102,9 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="bastion-ray-bench-"))
     print(f"plan {plan.name}: {len(plan.scenarios)} scenario(s); work in {work}", flush=True)
 
+    if args.local_threads is not None:
+        torch.set_num_threads(args.local_threads)
+    local_threads = torch.get_num_threads()
     local_url = f"sqlite:///{work / 'local.db'}"
     t0 = time.perf_counter()
     with Store(local_url) as store:
@@ -107,7 +112,7 @@ def main() -> None:
             source(), plan, store, executor=LocalExecutor(), model_dir=work / "local-models", on_scenario=say
         )
     local_s = time.perf_counter() - t0
-    print(f"local: {local_s:.1f} s ({torch.get_num_threads()} torch threads)", flush=True)
+    print(f"local: {local_s:.1f} s ({local_threads} torch threads)", flush=True)
 
     import ray
 
@@ -154,6 +159,7 @@ def main() -> None:
             args.checkpoint.relative_to(ROOT) if args.checkpoint.is_relative_to(ROOT) else args.checkpoint
         ),
         "workers": args.workers,
+        "local_threads": local_threads,
         "local_seconds": round(local_s, 1),
         "ray_seconds": round(ray_s, 1),
         "ray_init_seconds": round(init_s, 1),
