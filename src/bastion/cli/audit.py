@@ -65,6 +65,7 @@ def audit(
             "--checkpoint",
             "-c",
             help="a bastion checkpoint (.safetensors); give it several times to audit several models, one run each",
+            metavar="CKPT",
             show_default=False,
         ),
     ] = None,
@@ -88,7 +89,7 @@ def audit(
     device: DeviceOpt = "auto",
     executor: Annotated[
         ExecutorName,
-        typer.Option(help="where the scenarios run: here, one after another, or as Ray tasks (bastion[ray])"),
+        typer.Option(help="where the scenarios run: here, one after another, or as Ray tasks (the `ray` extra)"),
     ] = ExecutorName.local,
     ray_address: Annotated[
         str | None,
