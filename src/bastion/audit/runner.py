@@ -1,9 +1,10 @@
-"""The audit runner: apply a plan to a model, one scenario at a time, committing each to the store.
+"""The audit runner: apply a plan to a model, committing each scenario to the store as it finishes.
 
 A run is identified by what makes two invocations the same audit (model hash, data set, split, plan
 text, seed). Started again after a crash or a kill, the runner finds the unfinished run with that
 identity and does only the scenarios it has not stored yet; a scenario's result and its images are
-one transaction, so a kill mid-scenario leaves nothing of it behind.
+one transaction, so a kill mid-scenario leaves nothing of it behind. The scenarios are run by an
+executor (`bastion.audit.executor`): here, one after another, by default; as Ray tasks on request.
 """
 
 from __future__ import annotations
@@ -13,33 +14,23 @@ import json
 import platform
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Literal
 
 import torch
 
 import bastion
-from bastion.audit.kinds import KINDS, Scenario
+from bastion.audit.executor import Executor, LocalExecutor, OpenRun, ScenarioEvent, TargetSource
+from bastion.audit.executor import tell as _tell
+from bastion.audit.kinds import KINDS
 from bastion.audit.plan import Plan
 from bastion.audit.target import AuditTarget
-from bastion.core.errors import ConfigError
+from bastion.core.errors import ConfigError, StoreError
 from bastion.core.progress import ProgressFn
 from bastion.store import RunSpec, Store
 
-__all__ = ["AuditOutcome", "ScenarioEvent", "run_audit"]
-
-
-@dataclass(frozen=True)
-class ScenarioEvent:
-    """What the runner tells its listener: scenario `index` (1-based) of `total` is skipped, starts or is done."""
-
-    index: int
-    total: int
-    scenario: Scenario
-    state: Literal["skipped", "started", "done"]
-    seconds: float = 0.0
+__all__ = ["AuditJob", "AuditOutcome", "ScenarioEvent", "run_audit", "run_audits"]
 
 
 @dataclass(frozen=True)
@@ -64,6 +55,22 @@ def _identity(target: AuditTarget, plan: Plan) -> str:
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
 
 
+@dataclass(frozen=True)
+class AuditJob:
+    """One model to audit with a plan.
+
+    Attributes:
+        target: the model under audit, loaded here (its hash, data and clean accuracy identify the run).
+        plan: the plan.
+        source: builds the same target in another process or on another machine (a Ray worker); the
+            local executor does not need it.
+    """
+
+    target: AuditTarget
+    plan: Plan
+    source: TargetSource | None = None
+
+
 def run_audit(
     target: AuditTarget,
     plan: Plan,
@@ -72,14 +79,77 @@ def run_audit(
     on_scenario: Callable[[ScenarioEvent], None] | None = None,
     progress: ProgressFn | None = None,
     model_dir: Path | None = None,
+    executor: Executor | None = None,
+    source: TargetSource | None = None,
 ) -> AuditOutcome:
-    """Run (or resume) `plan` on `target`, storing each finished scenario at once; return the run's id.
+    """Run (or resume) `plan` on `target`, storing each finished scenario at once; return the outcome.
 
     The models a scenario trains (a poisoned copy, shadow models) are kept as checkpoints in
     `model_dir/run-ID/`, so that a resumed run reads them back instead of training them again.
+    `executor` runs the scenarios (default: `LocalExecutor`, one after another here); an executor that
+    runs them elsewhere needs the target's `source`.
     """
+    (outcome,) = run_audits(
+        [AuditJob(target, plan, source)],
+        store,
+        on_scenario=on_scenario,
+        progress=progress,
+        model_dir=model_dir,
+        executor=executor,
+    )
+    return outcome
+
+
+def run_audits(
+    jobs: Sequence[AuditJob],
+    store: Store,
+    *,
+    on_scenario: Callable[[ScenarioEvent], None] | None = None,
+    progress: ProgressFn | None = None,
+    model_dir: Path | None = None,
+    executor: Executor | None = None,
+) -> list[AuditOutcome]:
+    """Audit several models, one run each (opened or resumed, as `run_audit` does), their scenarios run by
+    one executor: the local one audits the models one after another, Ray runs all their scenarios at once.
+
+    Each run is finished when all its scenarios are stored; when a scenario fails, the executor raises
+    after storing what it could, and the runs it leaves unfinished resume on the next call.
+    """
+    executor = executor if executor is not None else LocalExecutor()
     start = time.perf_counter()
-    _check_target(target, plan)
+    for job in jobs:  # refuse a plan a target cannot run before any run is opened
+        _check_target(job.target, job.plan)
+    identities = [_identity(job.target, job.plan) for job in jobs]
+    if len(set(identities)) < len(identities):
+        raise ConfigError("the same model is given twice with the same data and plan: give each model once")
+    opened = [(job, *_open(job, store, model_dir)) for job in jobs]
+    for job, run, _ in opened:
+        for position, sc in enumerate(job.plan.scenarios):
+            if all(p != position for p, _ in run.pending):
+                _tell(on_scenario, ScenarioEvent(position + 1, run.total, sc, "skipped", model=run.target.model_name))
+    outcomes = []
+    if isinstance(executor, LocalExecutor):  # one model after another: each run ends when its last scenario does
+        for job, run, resumed in opened:
+            t0 = time.perf_counter()
+            executor.execute([run], store, on_scenario=on_scenario, progress=progress)
+            store.finish_run(run.run_id)
+            outcomes.append(_outcome(job, run, resumed, time.perf_counter() - t0))
+        return outcomes
+    executor.execute([run for _, run, _ in opened], store, on_scenario=on_scenario, progress=progress)
+    seconds = time.perf_counter() - start
+    for job, run, resumed in opened:
+        missing = {sc.key for _, sc in run.pending} - store.finished_keys(run.run_id)
+        if missing:  # an executor must store every scenario or raise: never finish a run with a hole
+            lacking = ", ".join(sorted(missing))
+            raise StoreError(f"run {run.run_id} lacks scenario(s) {lacking} after the executor ended")
+        store.finish_run(run.run_id)
+        outcomes.append(_outcome(job, run, resumed, seconds))
+    return outcomes
+
+
+def _open(job: AuditJob, store: Store, model_dir: Path | None) -> tuple[OpenRun, bool]:
+    """Open (or resume) the run of `job`: record the model and the run's provenance, find what is stored."""
+    target, plan = job.target, job.plan
     victim, ds = target.victim, target.dataset
     n = min(plan.n_max, ds.x_test.shape[0])
     x_all, y_all = ds.x_test[:n], ds.y_test[:n]
@@ -104,21 +174,14 @@ def run_audit(
     if model_dir is not None:
         target = replace(target, model_dir=model_dir / f"run-{run_id}")
     done = store.finished_keys(run_id)
-    ran: list[str] = []
-    skipped: list[str] = []
-    total = len(plan.scenarios)
-    for i, sc in enumerate(plan.scenarios, start=1):
-        if sc.key in done:
-            skipped.append(sc.key)
-            _tell(on_scenario, ScenarioEvent(i, total, sc, "skipped"))
-            continue
-        _tell(on_scenario, ScenarioEvent(i, total, sc, "started"))
-        t0 = time.perf_counter()
-        _run_scenario(store, run_id, i - 1, sc, plan.seed, target, progress)
-        ran.append(sc.key)
-        _tell(on_scenario, ScenarioEvent(i, total, sc, "done", time.perf_counter() - t0))
-    store.finish_run(run_id)
-    return AuditOutcome(run_id, resumed, tuple(ran), tuple(skipped), time.perf_counter() - start)
+    pending = tuple((i, sc) for i, sc in enumerate(plan.scenarios) if sc.key not in done)
+    return OpenRun(run_id, target, job.source, plan.seed, len(plan.scenarios), pending), resumed
+
+
+def _outcome(job: AuditJob, run: OpenRun, resumed: bool, seconds: float) -> AuditOutcome:
+    ran = tuple(sc.key for _, sc in run.pending)
+    skipped = tuple(sc.key for sc in job.plan.scenarios if sc.key not in ran)
+    return AuditOutcome(run.run_id, resumed, ran, skipped, seconds)
 
 
 def _check_target(target: AuditTarget, plan: Plan) -> None:
@@ -144,36 +207,6 @@ def _check_target(target: AuditTarget, plan: Plan) -> None:
 
 def _some(keys: list[str]) -> str:
     return ", ".join(keys[:4]) + (f" and {len(keys) - 4} more" if len(keys) > 4 else "")
-
-
-def _run_scenario(
-    store: Store,
-    run_id: int,
-    position: int,
-    sc: Scenario,
-    seed: int,
-    target: AuditTarget,
-    progress: ProgressFn | None,
-) -> None:
-    result = KINDS.get(sc.kind).run(sc, target, seed=seed, progress=progress)
-    store.add_result(
-        run_id,
-        key=sc.key,
-        position=position,
-        family=sc.kind,
-        method=sc.method,
-        spec=sc.spec(),
-        metrics=result.metrics,
-        record=result.record,
-        warnings=result.warnings,
-        seconds=result.seconds,
-        artifacts=result.artifacts,
-    )
-
-
-def _tell(listener: Callable[[ScenarioEvent], None] | None, event: ScenarioEvent) -> None:
-    if listener is not None:
-        listener(event)
 
 
 def _device_name(device: torch.device) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
 
@@ -114,6 +115,59 @@ def deployed_target(
         model_meta={"deployed": "onnx" if onnx is not None else "endpoint", **served.model.describe()},
         members_assumed=True,
     )
+
+
+@dataclass(frozen=True)
+class TargetArgs:
+    """What `audit_target` builds a target from, kept so that another process or machine (a Ray worker)
+    builds the same one: calling it returns the target. Paths are made absolute; a worker elsewhere needs
+    the same files at the same paths."""
+
+    checkpoint: Path | None = None
+    model: str | None = None
+    weights: Path | None = None
+    mean: str | None = None
+    std: str | None = None
+    bounds: str = "0,1"
+    logits_key: str | None = None
+    data: str | None = None
+    data_root: Path | None = None
+    ood_data: str | None = None
+    device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        for name in ("checkpoint", "weights", "data_root"):
+            path = getattr(self, name)
+            if path is not None:
+                object.__setattr__(self, name, Path(path).expanduser().resolve())
+
+    def __call__(self) -> AuditTarget:
+        return audit_target(**asdict(self))
+
+
+@dataclass(frozen=True)
+class DeployedArgs:
+    """What `deployed_target` builds a target from, kept so that a Ray worker builds the same one: calling
+    it returns the target. The ONNX path is made absolute; a worker elsewhere needs the same file at the
+    same path, or must reach the same endpoint."""
+
+    onnx: Path | None = None
+    endpoint: str | None = None
+    data: str | None = None
+    data_root: Path | None = None
+    batch: int = 64
+    rate_limit: float | None = None
+    retries: int = 3
+    timeout: float = 30.0
+
+    def __post_init__(self) -> None:
+        for name in ("onnx", "data_root"):
+            path = getattr(self, name)
+            if path is not None:
+                object.__setattr__(self, name, Path(path).expanduser().resolve())
+
+    def __call__(self) -> AuditTarget:
+        return deployed_target(**asdict(self))
 
 
 def _external_meta(factory: str, net: object, ds: Dataset, data: str, split_seed: int) -> CheckpointMeta:

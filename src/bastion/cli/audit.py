@@ -7,16 +7,25 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from bastion.audit import AuditTarget, ScenarioEvent, load_plan, presenters, run_audit
+from bastion.audit import (
+    AuditJob,
+    Executor,
+    LocalExecutor,
+    RayExecutor,
+    ScenarioEvent,
+    load_plan,
+    presenters,
+    run_audits,
+)
 from bastion.cli._common import (
     BoundsOpt,
-    CheckpointOpt,
     DataRootOpt,
     DeviceOpt,
     LogitsKeyOpt,
@@ -39,8 +48,9 @@ from bastion.cli._deployed import (
     TimeoutOpt,
     refuse_model_options,
 )
-from bastion.cli._target import audit_target, deployed_target
+from bastion.cli._target import DeployedArgs, TargetArgs
 from bastion.cli.runs import DbOpt, open_store
+from bastion.core.errors import ConfigError
 from bastion.core.ops import resolve_device
 from bastion.core.progress import ProgressEvent, ProgressFn
 from bastion.report import write_report
@@ -53,8 +63,22 @@ def default_checkpoint(data: str) -> Path:
     return Path("checkpoints") / f"small_cnn-{slug}-standard.safetensors"
 
 
+class ExecutorName(StrEnum):
+    local = "local"
+    ray = "ray"
+
+
 def audit(
-    checkpoint: CheckpointOpt = None,
+    checkpoint: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--checkpoint",
+            "-c",
+            help="a bastion checkpoint (.safetensors); give it several times to audit several models, one run each",
+            metavar="CKPT",
+            show_default=False,
+        ),
+    ] = None,
     data: Annotated[
         str | None,
         typer.Option("--data", "-d", help="data set (default: the checkpoint's, or mnist5k)", show_default=False),
@@ -86,6 +110,21 @@ def audit(
     retries: RetriesOpt = 3,
     timeout: TimeoutOpt = 30.0,
     device: DeviceOpt = "auto",
+    executor: Annotated[
+        ExecutorName,
+        typer.Option(help="where the scenarios run: here, one after another, or as Ray tasks (the `ray` extra)"),
+    ] = ExecutorName.local,
+    ray_address: Annotated[
+        str | None,
+        typer.Option(
+            help="the Ray cluster to join (host:6379, ray://host:10001, auto); default: start a Ray here",
+            show_default=False,
+        ),
+    ] = None,
+    ray_cpus: Annotated[
+        int | None,
+        typer.Option(help="CPUs of the Ray started here: how many scenarios run at once (default: all)", min=1),
+    ] = None,
     quiet: QuietOpt = False,
 ) -> None:
     """Audit a model: run a plan's scenarios, store each result, write an HTML report.
@@ -95,59 +134,87 @@ def audit(
     """
     deployed = onnx is not None or endpoint is not None
     if deployed:
-        refuse_model_options(checkpoint=checkpoint, model=model, weights=weights, ood_data=ood_data)
+        refuse_model_options(checkpoint=checkpoint or None, model=model, weights=weights, ood_data=ood_data)
     the_plan = load_plan(plan or ("blackbox" if deployed else "quick"))
+    runner = _executor(executor, ray_address, ray_cpus)
+    checkpoints = list(dict.fromkeys(checkpoint or []))
+    if len(checkpoints) > 1 and model is not None:
+        raise ConfigError("--model audits one model of yours; give it alone, without several --checkpoint")
     resolve_device(device)  # an absent device fails before the database is opened or a model trained
     with open_store(db) as store:  # a bad plan or database fails before any model is loaded or trained
-        target = (
-            deployed_target(
-                onnx=onnx,
-                endpoint=endpoint,
-                data=data,
-                data_root=data_root,
-                batch=endpoint_batch,
-                rate_limit=rate_limit,
-                retries=retries,
-                timeout=timeout,
-            )
-            if deployed
-            else _target(
-                checkpoint=checkpoint,
-                model=model,
-                weights=weights,
-                mean=mean,
-                std=std,
-                bounds=bounds,
-                logits_key=logits_key,
-                data=data,
-                data_root=data_root,
-                ood_data=ood_data,
-                device=device,
-                quiet=quiet,
-            )
-        )
+        if isinstance(runner, RayExecutor):
+            runner.check(store.url)  # Ray installed, a database its workers can reach
+        if deployed:
+            sources: list[TargetArgs | DeployedArgs] = [
+                DeployedArgs(
+                    onnx=onnx,
+                    endpoint=endpoint,
+                    data=data,
+                    data_root=data_root,
+                    batch=endpoint_batch,
+                    rate_limit=rate_limit,
+                    retries=retries,
+                    timeout=timeout,
+                )
+            ]
+        else:
+            sources = [
+                _source(
+                    checkpoint=c,
+                    model=model,
+                    weights=weights,
+                    mean=mean,
+                    std=std,
+                    bounds=bounds,
+                    logits_key=logits_key,
+                    data=data,
+                    data_root=data_root,
+                    ood_data=ood_data,
+                    device=device,
+                    quiet=quiet,
+                )
+                for c in (checkpoints or [None])
+            ]
+        jobs = [AuditJob(source(), the_plan, source) for source in sources]
         with _display(quiet) as (on_scenario, progress):
             models = (out_dir if out_dir is not None else Path("runs")) / "models"  # trained models, kept per run
-            outcome = run_audit(target, the_plan, store, on_scenario=on_scenario, progress=progress, model_dir=models)
-        folder = out_dir if out_dir is not None else Path("runs") / f"run-{outcome.run_id}"
-        html, summary = write_report(store, outcome.run_id, folder, presenters())
+            outcomes = run_audits(
+                jobs, store, on_scenario=on_scenario, progress=progress, model_dir=models.resolve(), executor=runner
+            )
+        reports = []
+        for outcome in outcomes:
+            if out_dir is None:
+                folder = Path("runs") / f"run-{outcome.run_id}"
+            else:  # several models: one report each, in the folder given
+                folder = out_dir if len(outcomes) == 1 else out_dir / f"run-{outcome.run_id}"
+            reports.append(write_report(store, outcome.run_id, folder, presenters()))
         url = store.url
-    if outcome.resumed:
-        console.print(
-            f"resumed run {outcome.run_id}: {len(outcome.skipped)} scenario(s) already stored, "
-            f"{len(outcome.ran)} run now"
+    for job, outcome, (html, summary) in zip(jobs, outcomes, reports, strict=True):
+        if outcome.resumed:
+            console.print(
+                f"resumed run {outcome.run_id}: {len(outcome.skipped)} scenario(s) already stored, "
+                f"{len(outcome.ran)} run now"
+            )
+        out.print(
+            f"[bold]audit of {job.target.model_name}[/bold] — plan {the_plan.name}, {len(the_plan.scenarios)} "
+            f"scenarios, {outcome.seconds:.0f} s, run {outcome.run_id} in {url}",
+            highlight=False,
         )
-    out.print(
-        f"[bold]audit of {target.model_name}[/bold] — plan {the_plan.name}, {len(the_plan.scenarios)} scenarios, "
-        f"{outcome.seconds:.0f} s, run {outcome.run_id} in {url}",
-        highlight=False,
-    )
-    for card in summary["scorecard"]:
-        out.print(f"  {card['family']:<22} {card['headline_text']:>10}  {card['label']}", highlight=False)
-    out.print(f"report: {html}", highlight=False)
+        for card in summary["scorecard"]:
+            out.print(f"  {card['family']:<22} {card['headline_text']:>10}  {card['label']}", highlight=False)
+        out.print(f"report: {html}", highlight=False)
 
 
-def _target(
+def _executor(name: ExecutorName, address: str | None, cpus: int | None) -> Executor:
+    if name is ExecutorName.local:
+        if address is not None or cpus is not None:
+            given = "--ray-address" if address is not None else "--ray-cpus"
+            raise ConfigError(f"{given} goes with --executor ray")
+        return LocalExecutor()
+    return RayExecutor(address=address, num_cpus=cpus)
+
+
+def _source(
     *,
     checkpoint: Path | None,
     model: str | None,
@@ -161,9 +228,9 @@ def _target(
     ood_data: str | None,
     device: str,
     quiet: bool,
-) -> AuditTarget:
-    """The model under audit: the checkpoint, the user's model, or the default one (trained on first use,
-    on `device`)."""
+) -> TargetArgs:
+    """How to build the model under audit: the checkpoint, the user's model, or the default one (trained on
+    first use, on `device`)."""
     if checkpoint is None and model is None:
         checkpoint = default_checkpoint(data or "mnist5k")
         if not checkpoint.exists():
@@ -177,7 +244,7 @@ def _target(
                     device=device,
                     progress=progress,
                 )
-    return audit_target(
+    return TargetArgs(
         checkpoint=checkpoint,
         model=model,
         weights=weights,
@@ -210,13 +277,20 @@ def _display(quiet: bool) -> Iterator[tuple[Callable[[ScenarioEvent], None] | No
         overall = bar.add_task("audit", total=None, info="")
         step = bar.add_task("", total=None, info="", visible=False)
 
+        totals: dict[str, int] = {}  # per model: scenarios of several models (Ray) finish in any order
+        finished = 0
+
         def on_scenario(e: ScenarioEvent) -> None:
-            bar.update(overall, total=e.total, completed=e.index - (e.state == "started"), info=e.scenario.key)
+            nonlocal finished
+            totals[e.model] = e.total
+            finished += e.state != "started"
+            bar.update(overall, total=sum(totals.values()), completed=finished, info=e.scenario.key)
             if e.state == "started":
                 bar.reset(step, total=None, description=f"  {e.scenario.method}", info="", visible=True)
             elif e.state == "done":
                 bar.update(step, visible=False)
-                console.print(f"  {e.scenario.key:<24} done in {e.seconds:.1f} s", highlight=False)
+                key = e.scenario.key if len(totals) == 1 else f"{e.model}: {e.scenario.key}"
+                console.print(f"  {key:<24} done in {e.seconds:.1f} s", highlight=False)
 
         def progress(event: ProgressEvent) -> None:
             info = "  ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in event.info.items())

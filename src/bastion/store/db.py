@@ -168,8 +168,14 @@ class Store:
         warnings: list[str],
         seconds: float,
         artifacts: Sequence[Artifact] = (),
-    ) -> None:
-        """Store one finished scenario and its artifacts in a single transaction."""
+        if_absent: bool = False,
+    ) -> bool:
+        """Store one finished scenario and its artifacts in a single transaction; return True.
+
+        A run holds one result per scenario key (a unique constraint): a second one raises `StoreError`,
+        or, with `if_absent`, is dropped and False returned. That is how a retried task of a distributed
+        audit, whose first attempt stored its result before its worker died, never stores it twice.
+        """
         try:
             with self._write() as s:
                 row = ResultRow(
@@ -190,7 +196,10 @@ class Store:
                 ]
                 s.add(row)
         except IntegrityError:
+            if if_absent and key in self.finished_keys(run_id):
+                return False
             raise StoreError(f"run {run_id} already holds a result for scenario {key!r}") from None
+        return True
 
     def finish_run(self, run_id: int) -> None:
         with self._write() as s:
