@@ -93,7 +93,7 @@ def attack(
     timeout: TimeoutOpt = 30.0,
     n: Annotated[int, typer.Option("--n", help="number of test images to attack (the first n)")] = 500,
     eps: Annotated[
-        str | None, typer.Option(help="budget, e.g. 0.3 or 8/255 [default: 0.3 / 8/255 L-inf, 2.0 / 0.5 L2]")
+        str | None, typer.Option(help="budget, e.g. 0.3 or 8/255 (default: 0.3 / 8/255 L-inf, 2.0 / 0.5 L2)")
     ] = None,
     norm: Annotated[str, typer.Option(help="linf or l2")] = "linf",
     targeted: Annotated[bool, typer.Option(help="aim at a random wrong class per image (seeded)")] = False,

@@ -87,7 +87,7 @@ def audit(
         str | None,
         typer.Option(
             help="quick, standard, full, blackbox (`bastion list plans`) or a YAML file "
-            "[default: quick; blackbox with --onnx/--endpoint]",
+            "(default: quick; blackbox with --onnx/--endpoint)",
             show_default=False,
         ),
     ] = None,

@@ -34,7 +34,7 @@ def serve(
     port: Annotated[int, typer.Option(help="TCP port", min=0, max=65535)] = 8000,
 ) -> None:
     """Browse stored runs in a web browser: runs and models, a run's scorecard with its plots and images,
-    two runs compared, a model's robust accuracy over time. Needs `pip install 'bastion[web]'`."""
+    two runs compared, a model's robust accuracy over time (the `web` extra)."""
     try:
         import uvicorn
 
