@@ -198,7 +198,11 @@ def test_export_mistakes_are_one_line(
     for name in ("mlflow", "mlflow.entities", "mlflow.exceptions", "mlflow.tracking"):
         monkeypatch.setitem(sys.modules, name, None)  # as if the extra were not installed
     code, _, stderr = run("export", "mlflow", run_id, "--db", url, "--tracking-uri", file_store)
-    assert code == 2 and stderr.strip() == "error: exporting to MLflow needs MLflow: pip install 'bastion[mlflow]'"
+    assert (
+        code == 2
+        and stderr.strip()
+        == "error: exporting to MLflow needs mlflow, which is not installed: pip install 'bastion[mlflow]'"
+    )
 
 
 def test_keys_are_made_mlflow_safe() -> None:

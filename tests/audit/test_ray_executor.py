@@ -232,7 +232,7 @@ def test_without_ray_the_executor_names_the_extra(monkeypatch: pytest.MonkeyPatc
     )
     assert result.exit_code == 2
     assert result.stderr.strip().splitlines() == [
-        "error: the Ray executor needs Ray, which is not installed: pip install 'bastion[ray]'"
+        "error: the Ray executor needs ray, which is not installed: pip install 'bastion[ray]'"
     ]
 
 

@@ -1,4 +1,5 @@
 import json
+import sys
 
 import pytest
 import torch
@@ -92,3 +93,14 @@ def test_attack_result_metrics_and_json() -> None:
     assert d["queries_max"] == 4 and d["queries_median"] == pytest.approx(1.0)
     assert d["linf_max"] == pytest.approx(0.3) and d["l2_median"] == pytest.approx(0.3)
     assert d["per_sample"]["success"] == [True, False, False, True]
+
+
+def test_a_missing_extra_is_one_line_naming_the_package_and_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    from bastion.core.errors import ConfigError, MissingExtraError, require_extra
+
+    assert require_extra("json", extra="none", purpose="reading").dumps([1]) == "[1]"
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # `import onnxruntime` fails as if not installed
+    with pytest.raises(MissingExtraError) as info:
+        require_extra("onnxruntime", extra="deploy", purpose="an ONNX model")
+    assert str(info.value) == "an ONNX model needs onnxruntime, which is not installed: pip install 'bastion[deploy]'"
+    assert isinstance(info.value, ConfigError) and info.value.exit_code == 2

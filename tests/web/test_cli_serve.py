@@ -68,7 +68,7 @@ def test_missing_extra_is_one_line(monkeypatch: pytest.MonkeyPatch, tmp_path: Pa
     assert result.exit_code == 2
     assert (
         result.stderr.strip()
-        == "error: the dashboard needs the web extra (starlette is missing): pip install 'bastion[web]'"
+        == "error: the dashboard needs starlette, which is not installed: pip install 'bastion[web]'"
     )
 
 

@@ -39,13 +39,11 @@ from bastion.audit.executor import (
     with_model_dir,
 )
 from bastion.audit.kinds import Scenario
-from bastion.core.errors import BastionError, ConfigError, StoreError
+from bastion.core.errors import BastionError, ConfigError, StoreError, require_extra
 from bastion.core.progress import ProgressFn
 from bastion.store import Store
 
 __all__ = ["RayExecutor", "scenario_task"]
-
-_INSTALL = "pip install 'bastion[ray]'"
 
 
 @dataclass(frozen=True)
@@ -218,11 +216,7 @@ def worker_store_url(url: str, *, local: bool) -> str:
 
 
 def _import_ray() -> Any:
-    try:
-        import ray
-    except ImportError:
-        raise ConfigError(f"the Ray executor needs Ray, which is not installed: {_INSTALL}") from None
-    return ray
+    return require_extra("ray", extra="ray", purpose="the Ray executor")
 
 
 def _start(ray: Any, address: str | None, num_cpus: int | None) -> bool:

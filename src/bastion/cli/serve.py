@@ -9,12 +9,8 @@ from typing import Annotated
 import typer
 
 from bastion.cli.runs import DbOpt
-from bastion.core.errors import BastionError, ConfigError
+from bastion.core.errors import ConfigError, require_extra
 from bastion.store import DEFAULT_URL
-
-
-class MissingExtraError(BastionError):
-    """The dashboard's packages are not installed."""
 
 
 def _loopback(host: str) -> bool:
@@ -35,14 +31,8 @@ def serve(
 ) -> None:
     """Browse stored runs in a web browser: runs and models, a run's scorecard with its plots and images,
     two runs compared, a model's robust accuracy over time (the `web` extra)."""
-    try:
-        import uvicorn
-
-        from bastion.web import create_app
-    except ImportError as e:
-        raise MissingExtraError(
-            f"the dashboard needs the web extra ({e.name} is missing): pip install 'bastion[web]'"
-        ) from None
+    uvicorn = require_extra("uvicorn", extra="web", purpose="the dashboard")
+    create_app = require_extra("bastion.web", extra="web", purpose="the dashboard").create_app
     if not host.strip():
         raise ConfigError("--host takes an address, e.g. 127.0.0.1")
     url = db or os.environ.get("BASTION_DB") or DEFAULT_URL

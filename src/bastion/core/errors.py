@@ -7,7 +7,9 @@ and how to fix it, and its `exit_code` is what the command line exits with (clic
 from __future__ import annotations
 
 import difflib
+import importlib
 from collections.abc import Iterable
+from types import ModuleType
 
 __all__ = [
     "BastionError",
@@ -15,11 +17,13 @@ __all__ = [
     "ConfigError",
     "DataError",
     "EndpointError",
+    "MissingExtraError",
     "ModelError",
     "QueryBudgetExceeded",
     "StoreError",
     "UnknownNameError",
     "did_you_mean",
+    "require_extra",
 ]
 
 
@@ -31,6 +35,22 @@ class BastionError(Exception):
 
 class ConfigError(BastionError, ValueError):
     """A parameter, option or plan entry has a value that is not allowed."""
+
+
+class MissingExtraError(ConfigError):
+    """A feature needs a package of an optional extra that is not installed."""
+
+
+def require_extra(module: str, *, extra: str, purpose: str) -> ModuleType:
+    """Import `module`, a package of the optional extra `extra`, or raise `MissingExtraError` saying that
+    `purpose` needs it and how to install it: the one way bastion imports an optional dependency."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as e:
+        missing = e.name or module
+        raise MissingExtraError(
+            f"{purpose} needs {missing}, which is not installed: pip install 'bastion[{extra}]'"
+        ) from None
 
 
 class UnknownNameError(ConfigError, KeyError):

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import importlib
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from types import ModuleType
 from typing import Any, ClassVar
 
 import torch
@@ -16,18 +14,10 @@ from bastion.core.ops import batch_slices
 from bastion.core.oracle import ExhaustedPolicy, Oracle, OutputMode, PostProcessor, Reveals
 from bastion.core.victim import check_batch
 
-__all__ = ["DeployedModel", "require"]
+__all__ = ["DeployedModel"]
 
 # log(0) would give -inf scores; the smallest normal float32 keeps every score finite (log = -87.3).
 _TINY = torch.finfo(torch.float32).tiny
-
-
-def require(module: str) -> ModuleType:
-    """Import an optional package of the `deploy` extra, or say how to install it."""
-    try:
-        return importlib.import_module(module)
-    except ImportError:
-        raise ConfigError(f"{module} is not installed: pip install 'bastion[deploy]'") from None
 
 
 class DeployedModel(ABC):

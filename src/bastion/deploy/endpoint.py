@@ -28,9 +28,9 @@ from typing import Any, Literal, get_args
 import torch
 from torch import Tensor
 
-from bastion.core.errors import ConfigError, EndpointError
+from bastion.core.errors import ConfigError, EndpointError, require_extra
 from bastion.core.oracle import Reveals
-from bastion.deploy._base import DeployedModel, require
+from bastion.deploy._base import DeployedModel
 
 __all__ = ["EndpointModel", "EndpointStats"]
 
@@ -90,7 +90,7 @@ class EndpointModel(DeployedModel):
         headers: dict[str, str] | None = None,
         encoding: Encoding = "auto",
     ) -> None:
-        httpx = require("httpx")
+        httpx = require_extra("httpx", extra="deploy", purpose="an HTTP endpoint")
         if encoding not in get_args(Encoding):
             raise ConfigError(f"encoding must be one of {', '.join(get_args(Encoding))}; got {encoding!r}")
         if not url.startswith(("http://", "https://")):

@@ -20,9 +20,9 @@ import torch
 from torch import Tensor, nn
 
 from bastion._atomic import atomic_path, sha256_file
-from bastion.core.errors import CheckpointError, ConfigError, ModelError
+from bastion.core.errors import CheckpointError, ConfigError, ModelError, require_extra
 from bastion.core.oracle import Reveals
-from bastion.deploy._base import DeployedModel, require
+from bastion.deploy._base import DeployedModel
 
 __all__ = ["FORMAT", "OnnxModel", "export_onnx", "read_onnx_metadata"]
 
@@ -52,8 +52,8 @@ def export_onnx(
     Uses PyTorch's TorchScript-based exporter (`torch.onnx.export(..., dynamo=False)`), which needs
     the `onnx` package and not `onnxscript`.
     """
-    onnx = require("onnx")
-    ort = require("onnxruntime")
+    onnx = require_extra("onnx", extra="deploy", purpose="ONNX export")
+    ort = require_extra("onnxruntime", extra="deploy", purpose="ONNX export")
     model = copy.deepcopy(model).cpu().eval()  # the caller's model keeps its device and mode
     gen = torch.Generator().manual_seed(0)
     lo, hi = bounds
@@ -107,7 +107,7 @@ def read_onnx_metadata(path: str | Path) -> dict[str, Any]:
 
 
 def _session(path: Path, threads: int | None = None) -> tuple[Any, dict[str, Any]]:
-    ort = require("onnxruntime")
+    ort = require_extra("onnxruntime", extra="deploy", purpose="an ONNX model")
     if not path.is_file():
         raise CheckpointError(f"ONNX file {str(path)!r} does not exist")
     options = ort.SessionOptions()

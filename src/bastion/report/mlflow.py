@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from bastion.core.errors import ConfigError, StoreError
+from bastion.core.errors import ConfigError, StoreError, require_extra
 from bastion.report.html import render
 from bastion.report.sections import Presenter
 from bastion.report.summary import by_family, summarize
@@ -234,12 +234,11 @@ def export_mlflow(
             the experiment is deleted, or the run was already exported (without `force`).
     """
     run = store.run(run_id)
-    try:
-        from mlflow.entities import Metric, Param
-        from mlflow.exceptions import MlflowException
-        from mlflow.tracking import MlflowClient
-    except ImportError:
-        raise ConfigError("exporting to MLflow needs MLflow: pip install 'bastion[mlflow]'") from None
+    require_extra("mlflow", extra="mlflow", purpose="exporting to MLflow")
+    from mlflow.entities import Metric, Param
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
     uri = resolve_tracking_uri(tracking_uri)
     summary = summarize(run, presenters)
     params, metrics, tags, times = mlflow_payload(run, summary)
