@@ -136,10 +136,7 @@ class TargetArgs:
     device: str = "cpu"
 
     def __post_init__(self) -> None:
-        for name in ("checkpoint", "weights", "data_root"):
-            path = getattr(self, name)
-            if path is not None:
-                object.__setattr__(self, name, Path(path).expanduser().resolve())
+        _make_absolute(self, "checkpoint", "weights", "data_root")
 
     def __call__(self) -> AuditTarget:
         return audit_target(**asdict(self))
@@ -161,13 +158,18 @@ class DeployedArgs:
     timeout: float = 30.0
 
     def __post_init__(self) -> None:
-        for name in ("onnx", "data_root"):
-            path = getattr(self, name)
-            if path is not None:
-                object.__setattr__(self, name, Path(path).expanduser().resolve())
+        _make_absolute(self, "onnx", "data_root")
 
     def __call__(self) -> AuditTarget:
         return deployed_target(**asdict(self))
+
+
+def _make_absolute(args: object, *names: str) -> None:
+    """Make the path fields `names` of the frozen dataclass `args` absolute (where given)."""
+    for name in names:
+        path = getattr(args, name)
+        if path is not None:
+            object.__setattr__(args, name, Path(path).expanduser().resolve())
 
 
 def _external_meta(factory: str, net: object, ds: Dataset, data: str, split_seed: int) -> CheckpointMeta:
