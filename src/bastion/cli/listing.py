@@ -41,8 +41,8 @@ def _summary(kind: Kind, name: str, obj: object) -> str:
         text = (module.__doc__ if module is not None else None) or ""
     else:
         text = getattr(obj, "summary", None) or inspect.getdoc(obj) or ""
-    first = text.strip().splitlines()[0] if text.strip() else ""
-    return first.removeprefix(f"`{name}`: ")
+    headline = " ".join(text.strip().split("\n\n")[0].split())  # the first paragraph, on one line
+    return headline.removeprefix(f"`{name}`: ")
 
 
 def list_(
