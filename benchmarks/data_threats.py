@@ -51,7 +51,7 @@ import bastion.defenses  # noqa: F401  (registers the detectors)
 from bastion._atomic import write_json
 from bastion.attacks.poisoning import BadNets
 from bastion.audit.target import AuditTarget
-from bastion.cli._target import audit_target
+from bastion.cli._target import ModelSource
 from bastion.core import UnknownNameError, Victim
 from bastion.core.registry import DEFENSES
 
@@ -186,7 +186,7 @@ def removal_row(name: str, removed: Tensor, poisoned: Tensor, seconds: float, au
 def main() -> None:
     args = parse_args()
     torch.set_num_threads(1)
-    target = replace(audit_target(checkpoint=CHECKPOINT), model_dir=HERE / "results" / "data_threats_models")
+    target = replace(ModelSource(checkpoint=CHECKPOINT).target(), model_dir=HERE / "results" / "data_threats_models")
     ds = target.dataset
     x_train, y_train = target.members(target.n_members)
     x, y = target.test(min(args.n, ds.x_test.shape[0] - HELDOUT))

@@ -24,7 +24,7 @@ import torch
 
 from bastion._atomic import write_json
 from bastion.audit import KINDS, parse_plan
-from bastion.cli._target import audit_target
+from bastion.cli._target import ModelSource
 from evasion_peers import provenance
 
 HERE = Path(__file__).resolve().parent
@@ -40,7 +40,7 @@ def main() -> None:
     p.add_argument("--out", type=Path, default=HERE / "results" / "label_consistent_mnist5k.json")
     args = p.parse_args()
     torch.set_num_threads(1)
-    target = replace(audit_target(checkpoint=args.checkpoint), model_dir=HERE / "_peers" / "protection")
+    target = replace(ModelSource(checkpoint=args.checkpoint).target(), model_dir=HERE / "_peers" / "protection")
     kind = KINDS.get("backdoor")
     rows: list[dict[str, Any]] = []
     for eps in args.eps:

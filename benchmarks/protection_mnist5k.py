@@ -34,7 +34,7 @@ import torch
 
 from bastion._atomic import write_json
 from bastion.audit import KINDS, parse_plan
-from bastion.cli._target import audit_target
+from bastion.cli._target import ModelSource
 from evasion_peers import provenance
 
 HERE = Path(__file__).resolve().parent
@@ -56,7 +56,7 @@ def parse_args() -> argparse.Namespace:
 def main() -> None:
     args = parse_args()
     torch.set_num_threads(1)
-    target = replace(audit_target(checkpoint=args.checkpoint), model_dir=HERE / "_peers" / "protection")
+    target = replace(ModelSource(checkpoint=args.checkpoint).target(), model_dir=HERE / "_peers" / "protection")
     kind = KINDS.get("protection")
     rows: list[dict[str, Any]] = []
     for seed in args.seeds:

@@ -34,7 +34,7 @@ import torch
 
 from bastion._atomic import write_json
 from bastion.audit import LocalExecutor, Plan, RayExecutor, ScenarioEvent, load_plan, run_audit
-from bastion.cli._target import TargetArgs
+from bastion.cli._target import ModelSource
 from bastion.store import Store
 from evasion_peers import provenance
 
@@ -98,7 +98,7 @@ def say(event: ScenarioEvent) -> None:
 def main() -> None:
     args = parse_args()
     plan = subset(load_plan(args.plan), args.only, args.skip)
-    source = TargetArgs(checkpoint=args.checkpoint)
+    source = ModelSource(checkpoint=args.checkpoint).resolved().target
     work = Path(tempfile.mkdtemp(prefix="bastion-ray-bench-"))
     print(f"plan {plan.name}: {len(plan.scenarios)} scenario(s); work in {work}", flush=True)
 

@@ -36,7 +36,7 @@ from typing import Any
 import bastion.attacks.poisoning  # noqa: F401  (registers wanet)
 from bastion._atomic import write_json
 from bastion.audit.kinds import KINDS, MethodParams, Scenario
-from bastion.cli._target import audit_target
+from bastion.cli._target import ModelSource
 from bastion.models import load_checkpoint
 from bastion.train import train_like
 from evasion_peers import provenance
@@ -58,7 +58,7 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> None:
     args = parse_args()
-    target = audit_target(checkpoint=args.checkpoint, device="cpu")
+    target = ModelSource(checkpoint=args.checkpoint, device="cpu").target()
     if args.epochs is not None:
         _, meta = load_checkpoint(args.checkpoint)
         meta = replace(meta, recipe={**meta.recipe, "epochs": args.epochs})

@@ -16,7 +16,7 @@ from torch import nn
 
 from bastion.attacks.poisoning import BadNets, Poisoned
 from bastion.audit import AuditTarget
-from bastion.cli._target import audit_target
+from bastion.cli._target import ModelSource
 from bastion.core import Victim
 from bastion.data import Dataset, load_dataset
 from bastion.models import build_model
@@ -114,7 +114,7 @@ class Backdoored:
 def badnets_mnist5k() -> Backdoored:
     """The default model's architecture and recipe trained on its 4,000 training images with 5% of them
     stamped by BadNets (target 0, seed 0): ASR about 99%, clean accuracy as the clean model's."""
-    target = audit_target(checkpoint=FIXTURES / "small_cnn-mnist5k.safetensors")
+    target = ModelSource(checkpoint=FIXTURES / "small_cnn-mnist5k.safetensors").target()
     attack = BadNets(rate=0.05, seed=0)
     x, y = target.members(target.n_members)
     poisoned = attack.poison(x, y, 10)

@@ -15,7 +15,7 @@ import pytest
 from sqlalchemy import create_engine, text
 from typer.testing import CliRunner
 
-from bastion.cli._target import audit_target
+from bastion.cli._target import ModelSource
 from bastion.cli.app import app
 from bastion.store import Store
 
@@ -43,7 +43,7 @@ def test_audit_stores_every_scenario_and_writes_the_report(
     assert stored.sample_indices == list(range(100)) and stored.data == "digits"  # the most any scenario uses
     assert [r.key for r in stored.results] == ["fgsm@0.1", "fgsm@0.3", "pgd", "square", "modified-entropy", "energy"]
     assert [r.family for r in stored.results] == ["evasion"] * 4 + ["membership", "ood"]
-    target = audit_target(checkpoint=digits_checkpoint)
+    target = ModelSource(checkpoint=digits_checkpoint).target()
     for r in stored.results[:4]:  # the stored numbers are those of the model on the images the record names
         m, per_sample = r.metrics, r.record["per_sample"]
         x, y = target.test(r.spec["n"])

@@ -21,7 +21,7 @@ from typer.testing import CliRunner
 
 from bastion.audit import load_plan, parse_plan
 from bastion.audit.kinds import KINDS
-from bastion.cli._target import audit_target
+from bastion.cli._target import ModelSource
 from bastion.cli.app import app
 from bastion.core.errors import ConfigError
 from bastion.store import Store
@@ -131,7 +131,7 @@ def test_a_users_own_model_is_audited_the_same_way(tmp_path: Path, monkeypatch: 
 
 
 def test_the_target_retrains_a_model_like_the_audited_one() -> None:
-    target = audit_target(checkpoint=FIXTURES / "small_cnn-digits.safetensors")
+    target = ModelSource(checkpoint=FIXTURES / "small_cnn-digits.safetensors").target()
     ds = target.dataset
     fresh = target.train_fresh(ds.x_train, ds.y_train, seed=0)
     assert not fresh.training and fresh is not target.victim.model
@@ -238,7 +238,7 @@ def test_a_backdoor_scenario_keeps_its_model_and_reports(tmp_path: Path, monkeyp
     assert again.exit_code == 0, again.stderr
     assert _metrics(f"sqlite:///{tmp_path / 'a.db'}", 1) == _metrics(f"sqlite:///{tmp_path / 'b.db'}", 1)
     # a target that cannot train (an API user's AuditTarget without a trainer) is refused by the kind
-    target = audit_target(checkpoint=FIXTURES / "small_cnn-digits.safetensors")
+    target = ModelSource(checkpoint=FIXTURES / "small_cnn-digits.safetensors").target()
     (scenario,) = load_plan(str(plan)).scenarios
     with pytest.raises(ConfigError, match="cannot be retrained"):
         KINDS.get("backdoor").check(scenario, replace(target, trainer=None))

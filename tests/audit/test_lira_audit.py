@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 import bastion.cli._target as target_module
 from bastion.audit import KINDS, Scenario
 from bastion.audit.kinds import MethodParams
-from bastion.cli._target import audit_target
+from bastion.cli._target import ModelSource
 from bastion.cli.app import app
 from bastion.core.errors import ConfigError
 from bastion.store import Store
@@ -97,7 +97,7 @@ def test_mia_parameter_mistakes_are_one_line(argv: list[str], message: str) -> N
 
 
 def test_a_model_that_cannot_be_retrained_has_no_shadows() -> None:
-    target = replace(audit_target(checkpoint=DIGITS), trainer=None)
+    target = replace(ModelSource(checkpoint=DIGITS).target(), trainer=None)
     kind = KINDS.get("membership")
     kind.check(Scenario("loss-threshold", "membership", "loss-threshold", 10, MethodParams({})), target)
     with pytest.raises(ConfigError, match="trains shadow models"):

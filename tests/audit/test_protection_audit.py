@@ -14,7 +14,7 @@ import pytest
 from typer.testing import CliRunner
 
 from bastion.audit import KINDS, parse_plan
-from bastion.cli._target import audit_target
+from bastion.cli._target import ModelSource
 from bastion.cli.app import app
 from bastion.core.errors import ConfigError
 from bastion.store import Store
@@ -80,7 +80,7 @@ def test_protection_scenarios_store_report_gate_and_match_the_command(tmp_path: 
 
 
 def test_a_resumed_scenario_reads_its_models_back(tmp_path: Path) -> None:
-    target = replace(audit_target(checkpoint=DIGITS, device="cpu"), model_dir=tmp_path / "models")
+    target = replace(ModelSource(checkpoint=DIGITS, device="cpu").target(), model_dir=tmp_path / "models")
     (sc,) = parse_plan("scenarios:\n  - attack: one-pixel-shortcut\n    n: 100\n").scenarios
     kind = KINDS.get("protection")
     first = kind.run(sc, target, seed=0, progress=None)
@@ -103,7 +103,7 @@ def test_mistakes_are_one_line_before_anything_runs(tmp_path: Path) -> None:
     ):
         r = runner.invoke(app, args)
         assert r.exit_code == 2 and len(r.stderr.strip().splitlines()) == 1, (args, r.stderr)
-    target = audit_target(checkpoint=DIGITS, device="cpu")
+    target = ModelSource(checkpoint=DIGITS, device="cpu").target()
     (sc,) = parse_plan("scenarios:\n  - attack: random-noise\n").scenarios
     with pytest.raises(ConfigError, match="cannot be retrained"):
         KINDS.get("protection").check(sc, replace(target, trainer=None))

@@ -17,9 +17,9 @@ import pytest
 from sqlalchemy import func, select
 from typer.testing import CliRunner
 
-from bastion.audit import AuditTarget, LocalExecutor, RayExecutor, parse_plan, run_audit
+from bastion.audit import AuditTarget, LocalExecutor, RayExecutor, TargetSource, parse_plan, run_audit
 from bastion.audit.ray_executor import scenario_task, worker_store_url
-from bastion.cli._target import TargetArgs
+from bastion.cli._target import ModelSource
 from bastion.cli.app import app
 from bastion.core.errors import BastionError, ConfigError, StoreError
 from bastion.store import Store
@@ -71,7 +71,7 @@ class KillOnce:
     """A target source whose model kills its own worker (SIGKILL) at its `at`-th forward pass, once over all
     workers: whoever creates `marker` first dies; later attempts run normally."""
 
-    args: TargetArgs
+    args: TargetSource
     marker: Path
     at: int = 3
 
@@ -116,7 +116,7 @@ def local_reference(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple
     """The plan run by the local executor, one scenario after another in this process."""
     folder = tmp_path_factory.mktemp("local")
     url = f"sqlite:///{folder / 'local.db'}"
-    source = TargetArgs(checkpoint=DIGITS)
+    source = ModelSource(checkpoint=DIGITS).target
     with Store(url) as store:
         outcome = run_audit(source(), parse_plan(PLAN), store, executor=LocalExecutor(), model_dir=folder / "models")
     return _results(url, outcome.run_id)
@@ -127,7 +127,7 @@ def test_ray_gives_the_local_numbers_even_when_a_worker_is_killed_mid_scenario(
 ) -> None:
     url = f"sqlite:///{tmp_path / 'ray.db'}"
     marker = tmp_path / "killed"
-    source = KillOnce(TargetArgs(checkpoint=DIGITS), marker)
+    source = KillOnce(ModelSource(checkpoint=DIGITS).target, marker)
     with Store(url) as store:
         outcome = run_audit(
             source(), parse_plan(PLAN), store, executor=RayExecutor(max_retries=2), source=source, model_dir=tmp_path
@@ -146,7 +146,7 @@ def test_ray_gives_the_local_numbers_even_when_a_worker_is_killed_mid_scenario(
 def test_a_worker_killed_past_its_retries_leaves_a_run_that_resumes(ray_session: Any, tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'ray.db'}"
     plan = parse_plan(PLAN.split("  - attack: modified-entropy")[0])  # the four evasion scenarios
-    args = TargetArgs(checkpoint=DIGITS)
+    args = ModelSource(checkpoint=DIGITS).target
     source = KillOnce(args, tmp_path / "killed")
     with Store(url) as store:
         with pytest.raises(BastionError, match=r"1 scenario\(s\) failed on Ray: .*resumes the unfinished run"):
@@ -162,7 +162,7 @@ def test_a_worker_killed_past_its_retries_leaves_a_run_that_resumes(ray_session:
 def test_a_retried_task_whose_result_is_stored_stores_nothing(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'r.db'}"
     plan = parse_plan(PLAN.split("  - attack: pgd")[0])
-    args = TargetArgs(checkpoint=DIGITS)
+    args = ModelSource(checkpoint=DIGITS).target
     with Store(url) as store:
         outcome = run_audit(args(), plan, store)
         sc = plan.scenarios[0]
@@ -245,14 +245,14 @@ def test_library_mistakes(tmp_path: Path) -> None:
         RayExecutor(address="auto", num_cpus=2)
     with pytest.raises(ConfigError, match="takes num_cpus and num_gpus"):
         RayExecutor(kind_resources={"membership": {"memory": 1}})
-    args = TargetArgs(checkpoint=DIGITS)
+    args = ModelSource(checkpoint=DIGITS).target
     plan = parse_plan(PLAN.split("  - attack: pgd")[0])
     with Store(f"sqlite:///{tmp_path / 'r.db'}") as store, pytest.raises(ConfigError, match="has no source"):
         run_audit(args(), plan, store, executor=RayExecutor())
 
 
 def test_a_task_larger_than_the_cluster_is_refused_not_left_waiting(ray_session: Any, tmp_path: Path) -> None:
-    args = TargetArgs(checkpoint=DIGITS)
+    args = ModelSource(checkpoint=DIGITS).target
     plan = parse_plan(PLAN.split("  - attack: pgd")[0])
     with Store(f"sqlite:///{tmp_path / 'r.db'}") as store:
         with pytest.raises(
@@ -265,7 +265,7 @@ def test_a_task_larger_than_the_cluster_is_refused_not_left_waiting(ray_session:
 
 
 def test_a_deployed_model_runs_on_ray_as_it_runs_here(ray_session: Any, tmp_path: Path) -> None:
-    """An ONNX file travels to the workers as its path (`DeployedArgs`), not as a loaded session."""
+    """An ONNX file travels to the workers as its path (a `ModelSource`), not as a loaded session."""
     pytest.importorskip("onnxruntime")
     from bastion.deploy import export_onnx
     from bastion.models import load_checkpoint

@@ -83,9 +83,9 @@ def test_split_extraction_scenarios_store_report_gate_and_match_the_command(tmp_
 
 
 def _members() -> int:
-    from bastion.cli._target import audit_target
+    from bastion.cli._target import ModelSource
 
-    return audit_target(checkpoint=DIGITS).n_members
+    return ModelSource(checkpoint=DIGITS).target().n_members
 
 
 @pytest.mark.parametrize(

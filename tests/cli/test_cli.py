@@ -1,14 +1,18 @@
 import json
 import os
+import pickle
 import textwrap
 from pathlib import Path
 
 import pytest
 import torch
+import typer
 from safetensors.torch import save_file
 from typer.testing import CliRunner
 
+from bastion.cli._target import ModelSource
 from bastion.cli.app import app
+from bastion.core.errors import CheckpointError
 from bastion.models.checkpoint import read_meta
 
 runner = CliRunner()
@@ -107,3 +111,40 @@ def test_usage_errors_exit_2() -> None:
     assert code == 2
     code, _, _ = run("train", "--epochs", "many")
     assert code == 2
+
+
+MODEL_OPTIONS = ["--checkpoint", "--data", "--model", "--weights", "--mean", "--std", "--bounds", "--logits-key"]
+DEPLOYED_OPTIONS = ["--onnx", "--endpoint", "--endpoint-batch", "--rate-limit", "--retries", "--timeout"]
+MODEL_COMMANDS = ["eval", "attack", "certify", "mia", "ood", "poison", "protect", "bitflip", "extract", "sfl-extract"]
+
+
+@pytest.mark.parametrize("command", MODEL_COMMANDS)
+def test_every_command_takes_a_model_the_same_way(command: str) -> None:
+    """One declaration (`ModelSource`): the same options, in the same order, with the same defaults."""
+    group = typer.main.get_command(app)
+    params = group.get_command(group.context_class(group), command).params  # type: ignore[attr-defined]
+    names = [p.opts[0] for p in params]
+    model = [*MODEL_OPTIONS, *(DEPLOYED_OPTIONS if command == "attack" else [])]
+    at = names.index("--checkpoint")
+    assert names[at : at + len(model)] == model and not set(DEPLOYED_OPTIONS) - set(model) & set(names)
+    last = ["--ood-data", "--data-root", "--device"] if command in ("ood", "extract") else ["--data-root", "--device"]
+    at = names.index(last[0])
+    assert names[at : at + len(last)] == last and set(names[at + len(last) :]) <= {"--json", "--quiet", "--help"}
+    defaults = {p.opts[0]: p.default for p in params}
+    assert defaults["--bounds"] == "0,1" and defaults["--device"] == "auto" and defaults["--checkpoint"] is None
+
+
+def test_a_model_source_sent_to_another_process_names_its_files_by_absolute_paths(
+    digits_checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(digits_checkpoint.parent)
+    source = ModelSource(checkpoint=Path(digits_checkpoint.name), data_root=Path("data"))
+    build = pickle.loads(pickle.dumps(source.resolved().target))  # what the Ray executor sends its workers
+    monkeypatch.chdir(tmp_path)
+    assert build.__self__ == ModelSource(
+        checkpoint=digits_checkpoint.resolve(), data_root=digits_checkpoint.parent / "data"
+    )
+    target = build()
+    assert target.model_name == digits_checkpoint.name and target.data == "digits"
+    with pytest.raises(CheckpointError, match="not found"):
+        source.target()  # the relative path named a file in the other working directory

@@ -159,9 +159,9 @@ def test_commands_run_on_cuda_and_agree_with_cpu(digits_checkpoint: Path, tmp_pa
 
 @cuda_only
 def test_library_paths_stay_on_the_device(digits_checkpoint: Path) -> None:
-    from bastion.cli._target import audit_target
+    from bastion.cli._target import ModelSource
 
-    target = audit_target(checkpoint=digits_checkpoint, device="cuda")
+    target = ModelSource(checkpoint=digits_checkpoint, device="cuda").target()
     assert target.victim.device.type == "cuda"
     x_train, y_train = target.dataset.x_train[:300], target.dataset.y_train[:300]
     knn = KNN(k=5)

@@ -2,41 +2,14 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
 from bastion._atomic import write_json
 from bastion.attacks.evasion.checks import sanity_checks
-from bastion.cli._common import (
-    BoundsOpt,
-    CheckpointOpt,
-    DataOpt,
-    DataRootOpt,
-    DeviceOpt,
-    JsonOpt,
-    LogitsKeyOpt,
-    MeanOpt,
-    ModelOpt,
-    QuietOpt,
-    StdOpt,
-    WeightsOpt,
-    console,
-    load_victim_and_data,
-    out,
-    progress_bar,
-)
-from bastion.cli._deployed import (
-    BatchOpt,
-    EndpointOpt,
-    OnnxOpt,
-    RateLimitOpt,
-    RetriesOpt,
-    TimeoutOpt,
-    load_deployed,
-    refuse_model_options,
-)
+from bastion.cli._common import JsonOpt, QuietOpt, console, out, progress_bar
+from bastion.cli._target import ModelSource, takes_model
 from bastion.core.errors import ConfigError, UnknownNameError
 from bastion.core.params import parse_eps, parse_params
 from bastion.core.random import random_targets
@@ -72,25 +45,14 @@ def _parse_eps(text: str | None, norm: str, channels: int) -> float:
         raise ConfigError(f"--{e}") from None
 
 
+@takes_model(deployed=True)
 def attack(
     name: Annotated[str, typer.Argument(help="attack name (`bastion list attacks`)")],
     params: Annotated[
         list[str] | None, typer.Argument(help="the attack's parameters as key=value", show_default=False)
     ] = None,
-    checkpoint: CheckpointOpt = None,
-    data: DataOpt = None,
-    model: ModelOpt = None,
-    weights: WeightsOpt = None,
-    mean: MeanOpt = None,
-    std: StdOpt = None,
-    bounds: BoundsOpt = "0,1",
-    logits_key: LogitsKeyOpt = None,
-    onnx: OnnxOpt = None,
-    endpoint: EndpointOpt = None,
-    endpoint_batch: BatchOpt = 64,
-    rate_limit: RateLimitOpt = None,
-    retries: RetriesOpt = 3,
-    timeout: TimeoutOpt = 30.0,
+    *,
+    source: ModelSource,
     n: Annotated[int, typer.Option("--n", help="number of test images to attack (the first n)")] = 500,
     eps: Annotated[
         str | None, typer.Option(help="budget, e.g. 0.3 or 8/255 (default: 0.3 / 8/255 L-inf, 2.0 / 0.5 L2)")
@@ -111,8 +73,6 @@ def attack(
         ),
     ] = None,
     checks: Annotated[bool, typer.Option(help="run the gradient-masking sanity checks")] = True,
-    data_root: DataRootOpt = None,
-    device: DeviceOpt = "auto",
     json_out: JsonOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
@@ -136,40 +96,13 @@ def attack(
             f"--defense filters what a score or label API serves, but {name} is a white-box attack that uses the "
             "model's gradients, so it would bypass it; attack through it with a black-box attack (e.g. square)"
         )
-    deployed = onnx is not None or endpoint is not None
-    if deployed:
-        refuse_model_options(checkpoint=checkpoint, model=model, weights=weights, mean=mean, std=std)
-        if cls.access == "white-box":
-            raise ConfigError(
-                f"{name} is a white-box attack and needs the model's gradients, but --onnx/--endpoint answer queries "
-                "only; run a score-based (e.g. square) or decision-based (e.g. hsja) attack"
-            )
-        served = load_deployed(
-            onnx=onnx,
-            endpoint=endpoint,
-            data=data,
-            data_root=data_root,
-            batch=endpoint_batch,
-            rate_limit=rate_limit,
-            retries=retries,
-            timeout=timeout,
+    if source.deployed and cls.access == "white-box":
+        raise ConfigError(
+            f"{name} is a white-box attack and needs the model's gradients, but --onnx/--endpoint answer queries "
+            "only; run a score-based (e.g. square) or decision-based (e.g. hsja) attack"
         )
-        victim: Victim | DeployedModel = served.model
-        ds, data_name = served.dataset, served.data
-    else:
-        loaded = load_victim_and_data(
-            checkpoint=checkpoint,
-            model=model,
-            weights=weights,
-            mean=mean,
-            std=std,
-            bounds=bounds,
-            logits_key=logits_key,
-            data=data,
-            data_root=data_root,
-            device=device,
-        )
-        victim, ds, data_name = loaded.victim, loaded.dataset, loaded.data
+    loaded = source.load()
+    victim, ds = loaded.victim, loaded.dataset
     x, y = ds.x_test[:n], ds.y_test[:n]
     threat = ThreatModel(
         norm=norm,  # type: ignore[arg-type]
@@ -183,7 +116,7 @@ def attack(
         result = atk.run(victim, x, y, target_labels=targets, progress=progress, postprocess=defenses)
         # the gradient-masking checks need the model's gradients: a deployed model has none to mask
         warnings = sanity_checks(atk, result, victim, x, y) if checks and isinstance(victim, Victim) else []
-    report = _summary(result, warnings, data=data_name, checkpoint=checkpoint, model=model, defenses=defenses)
+    report = _summary(result, warnings, data=loaded.data, source=source, defenses=defenses)
     if isinstance(victim, DeployedModel):
         report["model"] = victim.name
         report["deployed"] = victim.describe()
@@ -200,16 +133,15 @@ def _summary(
     warnings: list[str],
     *,
     data: str,
-    checkpoint: Path | None,
-    model: str | None,
+    source: ModelSource,
     defenses: list[PostProcess],
 ) -> dict[str, Any]:
     d = result.to_dict()
     d["defenses"] = [p.to_dict() for p in defenses]
     d["warnings"] = list(result.warnings) + warnings
     d["data"] = data
-    d["checkpoint"] = str(checkpoint) if checkpoint is not None else None
-    d["model"] = model
+    d["checkpoint"] = str(source.checkpoint) if source.checkpoint is not None else None
+    d["model"] = source.model
     return d
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
@@ -24,31 +25,8 @@ from bastion.audit import (
     presenters,
     run_audits,
 )
-from bastion.cli._common import (
-    BoundsOpt,
-    DataRootOpt,
-    DeviceOpt,
-    LogitsKeyOpt,
-    MeanOpt,
-    ModelOpt,
-    OodDataOpt,
-    QuietOpt,
-    StdOpt,
-    WeightsOpt,
-    console,
-    out,
-    progress_bar,
-)
-from bastion.cli._deployed import (
-    BatchOpt,
-    EndpointOpt,
-    OnnxOpt,
-    RateLimitOpt,
-    RetriesOpt,
-    TimeoutOpt,
-    refuse_model_options,
-)
-from bastion.cli._target import DeployedArgs, TargetArgs
+from bastion.cli._common import QuietOpt, console, out, progress_bar
+from bastion.cli._target import ModelSource, takes_model
 from bastion.cli.runs import DbOpt, open_store
 from bastion.core.errors import ConfigError
 from bastion.core.ops import resolve_device
@@ -68,6 +46,7 @@ class ExecutorName(StrEnum):
     ray = "ray"
 
 
+@takes_model(deployed=True, ood_data=True, without=("checkpoint", "data"))
 def audit(
     checkpoint: Annotated[
         list[Path] | None,
@@ -95,21 +74,8 @@ def audit(
     out_dir: Annotated[
         Path | None, typer.Option("--out", "-o", help="report folder (default runs/run-ID)", show_default=False)
     ] = None,
-    model: ModelOpt = None,
-    weights: WeightsOpt = None,
-    mean: MeanOpt = None,
-    std: StdOpt = None,
-    bounds: BoundsOpt = "0,1",
-    logits_key: LogitsKeyOpt = None,
-    data_root: DataRootOpt = None,
-    ood_data: OodDataOpt = None,
-    onnx: OnnxOpt = None,
-    endpoint: EndpointOpt = None,
-    endpoint_batch: BatchOpt = 64,
-    rate_limit: RateLimitOpt = None,
-    retries: RetriesOpt = 3,
-    timeout: TimeoutOpt = 30.0,
-    device: DeviceOpt = "auto",
+    *,
+    source: ModelSource,
     executor: Annotated[
         ExecutorName,
         typer.Option(help="where the scenarios run: here, one after another, or as Ray tasks (the `ray` extra)"),
@@ -132,50 +98,19 @@ def audit(
     A killed audit started again with the same arguments resumes where it stopped. With --onnx or
     --endpoint the model is known by its answers alone: only black-box scenarios run (`--plan blackbox`).
     """
-    deployed = onnx is not None or endpoint is not None
-    if deployed:
-        refuse_model_options(checkpoint=checkpoint or None, model=model, weights=weights, ood_data=ood_data)
-    the_plan = load_plan(plan or ("blackbox" if deployed else "quick"))
-    runner = _executor(executor, ray_address, ray_cpus)
     checkpoints = list(dict.fromkeys(checkpoint or []))
-    if len(checkpoints) > 1 and model is not None:
+    sources = [replace(source, checkpoint=c, data=data) for c in checkpoints or [None]]  # refuses -c with --onnx
+    the_plan = load_plan(plan or ("blackbox" if source.deployed else "quick"))
+    runner = _executor(executor, ray_address, ray_cpus)
+    if len(checkpoints) > 1 and source.model is not None:
         raise ConfigError("--model audits one model of yours; give it alone, without several --checkpoint")
-    resolve_device(device)  # an absent device fails before the database is opened or a model trained
+    resolve_device(source.device)  # an absent device fails before the database is opened or a model trained
     with open_store(db) as store:  # a bad plan or database fails before any model is loaded or trained
         if isinstance(runner, RayExecutor):
             runner.check(store.url)  # Ray installed, a database its workers can reach
-        if deployed:
-            sources: list[TargetArgs | DeployedArgs] = [
-                DeployedArgs(
-                    onnx=onnx,
-                    endpoint=endpoint,
-                    data=data,
-                    data_root=data_root,
-                    batch=endpoint_batch,
-                    rate_limit=rate_limit,
-                    retries=retries,
-                    timeout=timeout,
-                )
-            ]
-        else:
-            sources = [
-                _source(
-                    checkpoint=c,
-                    model=model,
-                    weights=weights,
-                    mean=mean,
-                    std=std,
-                    bounds=bounds,
-                    logits_key=logits_key,
-                    data=data,
-                    data_root=data_root,
-                    ood_data=ood_data,
-                    device=device,
-                    quiet=quiet,
-                )
-                for c in (checkpoints or [None])
-            ]
-        jobs = [AuditJob(source(), the_plan, source) for source in sources]
+        # the files by absolute paths: a Ray worker rebuilds the target from its source, elsewhere
+        sources = [_with_default_model(s, quiet).resolved() for s in sources]
+        jobs = [AuditJob(s.target(), the_plan, s.target) for s in sources]
         with _display(quiet) as (on_scenario, progress):
             models = (out_dir if out_dir is not None else Path("runs")) / "models"  # trained models, kept per run
             outcomes = run_audits(
@@ -214,49 +149,24 @@ def _executor(name: ExecutorName, address: str | None, cpus: int | None) -> Exec
     return RayExecutor(address=address, num_cpus=cpus)
 
 
-def _source(
-    *,
-    checkpoint: Path | None,
-    model: str | None,
-    weights: Path | None,
-    mean: str | None,
-    std: str | None,
-    bounds: str,
-    logits_key: str | None,
-    data: str | None,
-    data_root: Path | None,
-    ood_data: str | None,
-    device: str,
-    quiet: bool,
-) -> TargetArgs:
-    """How to build the model under audit: the checkpoint, the user's model, or the default one (trained on
-    first use, on `device`)."""
-    if checkpoint is None and model is None:
-        checkpoint = default_checkpoint(data or "mnist5k")
-        if not checkpoint.exists():
-            console.print(f"no checkpoint given: training small_cnn on {data or 'mnist5k'} -> {checkpoint}")
-            with progress_bar("small_cnn", quiet=quiet) as progress:
-                train_checkpoint(
-                    model="small_cnn",
-                    data=data or "mnist5k",
-                    out=checkpoint,
-                    data_root=data_root,
-                    device=device,
-                    progress=progress,
-                )
-    return TargetArgs(
-        checkpoint=checkpoint,
-        model=model,
-        weights=weights,
-        mean=mean,
-        std=std,
-        bounds=bounds,
-        logits_key=logits_key,
-        data=data,
-        data_root=data_root,
-        ood_data=ood_data,
-        device=device,
-    )
+def _with_default_model(source: ModelSource, quiet: bool) -> ModelSource:
+    """The source, or, when it names no model, the default one (trained on first use, on its device)."""
+    if source.checkpoint is not None or source.model is not None or source.deployed:
+        return source
+    data = source.data or "mnist5k"
+    checkpoint = default_checkpoint(data)
+    if not checkpoint.exists():
+        console.print(f"no checkpoint given: training small_cnn on {data} -> {checkpoint}")
+        with progress_bar("small_cnn", quiet=quiet) as progress:
+            train_checkpoint(
+                model="small_cnn",
+                data=data,
+                out=checkpoint,
+                data_root=source.data_root,
+                device=source.device,
+                progress=progress,
+            )
+    return replace(source, checkpoint=checkpoint)
 
 
 @contextmanager

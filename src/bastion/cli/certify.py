@@ -8,24 +8,10 @@ from typing import Annotated, Any
 import typer
 
 from bastion._atomic import write_json
-from bastion.cli._common import (
-    BoundsOpt,
-    CheckpointOpt,
-    DataOpt,
-    DataRootOpt,
-    DeviceOpt,
-    JsonOpt,
-    LogitsKeyOpt,
-    MeanOpt,
-    ModelOpt,
-    QuietOpt,
-    StdOpt,
-    WeightsOpt,
-    load_victim_and_data,
-    out,
-    progress_bar,
-)
+from bastion.cli._common import JsonOpt, QuietOpt, out, progress_bar
+from bastion.cli._target import ModelSource, takes_model
 from bastion.core.errors import ConfigError
+from bastion.core.victim import Victim
 from bastion.defenses.certify import Smoothed
 from bastion.models.checkpoint import CheckpointMeta
 
@@ -54,15 +40,10 @@ def _sigma(sigma: float | None, meta: CheckpointMeta | None) -> float:
     return sigma
 
 
+@takes_model()
 def certify(
-    checkpoint: CheckpointOpt = None,
-    data: DataOpt = None,
-    model: ModelOpt = None,
-    weights: WeightsOpt = None,
-    mean: MeanOpt = None,
-    std: StdOpt = None,
-    bounds: BoundsOpt = "0,1",
-    logits_key: LogitsKeyOpt = None,
+    *,
+    source: ModelSource,
     n: Annotated[int, typer.Option("--n", help="number of test images to certify (the first n)")] = 100,
     sigma: Annotated[
         float | None,
@@ -76,8 +57,6 @@ def certify(
     radii: Annotated[str, typer.Option(help="L2 radii at which to report certified accuracy")] = "0,0.5,1.0",
     batch_size: Annotated[int, typer.Option(help="noisy images per forward pass")] = 1000,
     seed: Annotated[int, typer.Option(help="seeds the noise: same seed, same certificates")] = 0,
-    data_root: DataRootOpt = None,
-    device: DeviceOpt = "auto",
     json_out: JsonOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
@@ -87,26 +66,20 @@ def certify(
         raise ConfigError(f"--n must be at least 1; got {n}")
     if sigma is not None:
         _sigma(sigma, None)  # reject a bad value before loading anything
-    loaded = load_victim_and_data(
-        checkpoint=checkpoint,
-        model=model,
-        weights=weights,
-        mean=mean,
-        std=std,
-        bounds=bounds,
-        logits_key=logits_key,
-        data=data,
-        data_root=data_root,
-        device=device,
-    )
+    loaded = source.load()
     victim, ds = loaded.victim, loaded.dataset
+    assert isinstance(victim, Victim)  # certify takes no --onnx or --endpoint
     smoothed = Smoothed(victim, sigma=_sigma(sigma, loaded.meta), batch_size=batch_size, seed=seed)
     x, y = ds.x_test[:n], ds.y_test[:n]
     victim.batch_size = max(victim.batch_size, batch_size)  # one forward pass per batch of noisy images
     with progress_bar("smoothing", quiet=quiet) as progress:
         result = smoothed.certify(x, y, n0=n0, n=samples, alpha=alpha, progress=progress)
     report: dict[str, Any] = result.to_dict(radius_list)
-    report.update(data=loaded.data, checkpoint=str(checkpoint) if checkpoint is not None else None, model=model)
+    report.update(
+        data=loaded.data,
+        checkpoint=str(source.checkpoint) if source.checkpoint is not None else None,
+        model=source.model,
+    )
     _print(report)
     if json_out is not None:
         write_json(json_out, report)

@@ -22,25 +22,8 @@ from bastion.audit.kinds.extraction import ExtractionSettings, check_settings
 from bastion.audit.kinds.ood import SETS, OODSettings
 from bastion.audit.kinds.protection import ProtectionSettings, adversarial_recipe
 from bastion.audit.kinds.split_extraction import AUX_SOURCES, SplitExtractionSettings
-from bastion.cli._common import (
-    BoundsOpt,
-    CheckpointOpt,
-    DataOpt,
-    DataRootOpt,
-    DeviceOpt,
-    JsonOpt,
-    LogitsKeyOpt,
-    MeanOpt,
-    ModelOpt,
-    OodDataOpt,
-    QuietOpt,
-    StdOpt,
-    WeightsOpt,
-    console,
-    out,
-    progress_bar,
-)
-from bastion.cli._target import audit_target
+from bastion.cli._common import JsonOpt, QuietOpt, console, out, progress_bar
+from bastion.cli._target import ModelSource, takes_model
 from bastion.core.errors import ConfigError
 from bastion.core.params import param_fields, parse_params
 from bastion.core.registry import ATTACKS, DEFENSES
@@ -89,6 +72,7 @@ def _report(
         write_json(json_out, {"model": target.model_name, "data": target.data, "scenarios": rows})
 
 
+@takes_model()
 def mia(
     attacks: Annotated[
         list[str] | None,
@@ -97,14 +81,8 @@ def mia(
             show_default=False,
         ),
     ] = None,
-    checkpoint: CheckpointOpt = None,
-    data: DataOpt = None,
-    model: ModelOpt = None,
-    weights: WeightsOpt = None,
-    mean: MeanOpt = None,
-    std: StdOpt = None,
-    bounds: BoundsOpt = "0,1",
-    logits_key: LogitsKeyOpt = None,
+    *,
+    source: ModelSource,
     n: NOpt = 1000,
     thresholds: Annotated[
         str,
@@ -123,8 +101,6 @@ def mia(
             show_default=False,
         ),
     ] = None,
-    data_root: DataRootOpt = None,
-    device: DeviceOpt = "auto",
     json_out: JsonOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
@@ -152,19 +128,7 @@ def mia(
             raise ConfigError(f"--param {pair!r}: none of {', '.join(names)} takes a parameter {key!r}")
     if n < 1:
         raise ConfigError(f"--n must be at least 1; got {n}")
-    target = audit_target(
-        checkpoint=checkpoint,
-        model=model,
-        weights=weights,
-        mean=mean,
-        std=std,
-        bounds=bounds,
-        logits_key=logits_key,
-        data=data,
-        data_root=data_root,
-        ood_data=None,
-        device=device,
-    )
+    target = source.target()
     scenarios = [Scenario(name, "membership", name, n, MethodParams(params=per_attack[name])) for name in names]
     rows = _run("membership", scenarios, target, 0, quiet)
     record = rows[0]["record"]
@@ -179,28 +143,20 @@ def mia(
     _report([(columns, table)], header, rows, target, json_out)
 
 
+@takes_model(ood_data=True)
 def ood(
     detectors: Annotated[
         list[str] | None,
         typer.Argument(help="OOD detectors (`bastion list defenses`; default: all)", show_default=False),
     ] = None,
-    checkpoint: CheckpointOpt = None,
-    data: DataOpt = None,
-    model: ModelOpt = None,
-    weights: WeightsOpt = None,
-    mean: MeanOpt = None,
-    std: StdOpt = None,
-    bounds: BoundsOpt = "0,1",
-    logits_key: LogitsKeyOpt = None,
+    *,
+    source: ModelSource,
     sets: Annotated[
         str | None,
         typer.Option(help=f"comma-separated OOD sets among {', '.join(SETS)} (default: all that apply)"),
     ] = None,
-    ood_data: OodDataOpt = None,
     n: NOpt = 1000,
     seed: SeedOpt = 0,
-    data_root: DataRootOpt = None,
-    device: DeviceOpt = "auto",
     json_out: JsonOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
@@ -218,19 +174,7 @@ def ood(
             raise ConfigError(f"unknown OOD set {s!r} in --sets; the sets are {', '.join(SETS)}")
     if n < 1:
         raise ConfigError(f"--n must be at least 1; got {n}")
-    target = audit_target(
-        checkpoint=checkpoint,
-        model=model,
-        weights=weights,
-        mean=mean,
-        std=std,
-        bounds=bounds,
-        logits_key=logits_key,
-        data=data,
-        data_root=data_root,
-        ood_data=ood_data,
-        device=device,
-    )
+    target = source.target()
     scenarios = [Scenario(name, "ood", name, n, OODSettings(sets=chosen, params={})) for name in names]
     rows = _run("ood", scenarios, target, seed, quiet)
     table = [
@@ -240,28 +184,21 @@ def ood(
     _report([(["auroc", "fpr95"], table)], header, rows, target, json_out)
 
 
+@takes_model()
 def poison(
     name: Annotated[str, typer.Argument(help="poisoning attack (`bastion list attacks`, family backdoor)")],
     params: Annotated[
         list[str] | None,
         typer.Argument(help="the attack's parameters as key=value, e.g. rate=0.05 target=0", show_default=False),
     ] = None,
-    checkpoint: CheckpointOpt = None,
-    data: DataOpt = None,
-    model: ModelOpt = None,
-    weights: WeightsOpt = None,
-    mean: MeanOpt = None,
-    std: StdOpt = None,
-    bounds: BoundsOpt = "0,1",
-    logits_key: LogitsKeyOpt = None,
+    *,
+    source: ModelSource,
     detect: Annotated[
         list[str] | None,
         typer.Option("--detect", help="a backdoor detector run on the poisoned model (repeatable)", show_default=False),
     ] = None,
     n: Annotated[int, typer.Option("--n", help="test images measured (the last 200 are held out)")] = 1000,
     seed: PoisonSeedOpt = 0,
-    data_root: DataRootOpt = None,
-    device: DeviceOpt = "auto",
     json_out: JsonOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
@@ -282,19 +219,7 @@ def poison(
     cls(**kwargs)  # checks the parameters before anything trains
     if n < 1:
         raise ConfigError(f"--n must be at least 1; got {n}")
-    target = audit_target(
-        checkpoint=checkpoint,
-        model=model,
-        weights=weights,
-        mean=mean,
-        std=std,
-        bounds=bounds,
-        logits_key=logits_key,
-        data=data,
-        data_root=data_root,
-        ood_data=None,
-        device=device,
-    )
+    target = source.target()
     settings = BackdoorSettings(params=kwargs, detectors=detectors)
     rows = _run("backdoor", [Scenario(name, "backdoor", name, n, settings)], target, seed, quiet)
     record = rows[0]["record"]
@@ -311,27 +236,20 @@ def poison(
     _report(blocks, header, rows, target, json_out)
 
 
+@takes_model()
 def protect(
     name: Annotated[str, typer.Argument(help="data protection (`bastion list attacks`, family protection)")],
     params: Annotated[
         list[str] | None,
         typer.Argument(help="the protection's parameters as key=value, e.g. eps=0.1", show_default=False),
     ] = None,
-    checkpoint: CheckpointOpt = None,
-    data: DataOpt = None,
-    model: ModelOpt = None,
-    weights: WeightsOpt = None,
-    mean: MeanOpt = None,
-    std: StdOpt = None,
-    bounds: BoundsOpt = "0,1",
-    logits_key: LogitsKeyOpt = None,
+    *,
+    source: ModelSource,
     adversarial: Annotated[
         str, typer.Option(help="also train adversarially with this recipe (`bastion list recipes`), or none")
     ] = "fgsm-rs",
     n: Annotated[int, typer.Option("--n", help="test images measured")] = 1000,
     seed: Annotated[int, typer.Option(help="seeds the protection and the training")] = 0,
-    data_root: DataRootOpt = None,
-    device: DeviceOpt = "auto",
     json_out: JsonOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
@@ -349,19 +267,7 @@ def protect(
     cls(**kwargs)  # checks the parameters before anything trains
     if n < 1:
         raise ConfigError(f"--n must be at least 1; got {n}")
-    target = audit_target(
-        checkpoint=checkpoint,
-        model=model,
-        weights=weights,
-        mean=mean,
-        std=std,
-        bounds=bounds,
-        logits_key=logits_key,
-        data=data,
-        data_root=data_root,
-        ood_data=None,
-        device=device,
-    )
+    target = source.target()
     settings = ProtectionSettings(params=kwargs, adversarial=adversarial)
     rows = _run("protection", [Scenario(name, "protection", name, n, settings)], target, seed, quiet)
     record = rows[0]["record"]
@@ -375,25 +281,18 @@ def protect(
     _report([(columns, [(name, rows[0]["metrics"])])], header, rows, target, json_out)
 
 
+@takes_model()
 def bitflip(
     name: Annotated[str, typer.Argument(help="bit-flip attack (`bastion list attacks`, family bitflip)")],
     params: Annotated[
         list[str] | None,
         typer.Argument(help="the attack's parameters as key=value, e.g. max_flips=30", show_default=False),
     ] = None,
-    checkpoint: CheckpointOpt = None,
-    data: DataOpt = None,
-    model: ModelOpt = None,
-    weights: WeightsOpt = None,
-    mean: MeanOpt = None,
-    std: StdOpt = None,
-    bounds: BoundsOpt = "0,1",
-    logits_key: LogitsKeyOpt = None,
+    *,
+    source: ModelSource,
     n: Annotated[int, typer.Option("--n", help="test images the accuracy is measured on after every flip")] = 500,
     baseline: Annotated[bool, typer.Option(help="also flip as many random bits, for comparison")] = True,
     seed: Annotated[int, typer.Option(help="seeds the attack batch and the random flips")] = 0,
-    data_root: DataRootOpt = None,
-    device: DeviceOpt = "auto",
     json_out: JsonOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
@@ -410,19 +309,7 @@ def bitflip(
     cls(**kwargs)  # checks the parameters before the model loads
     if n < 1:
         raise ConfigError(f"--n must be at least 1; got {n}")
-    target = audit_target(
-        checkpoint=checkpoint,
-        model=model,
-        weights=weights,
-        mean=mean,
-        std=std,
-        bounds=bounds,
-        logits_key=logits_key,
-        data=data,
-        data_root=data_root,
-        ood_data=None,
-        device=device,
-    )
+    target = source.target()
     settings = BitFlipSettings(params=kwargs, baseline=baseline and name != "random-flip")
     rows = _run("bitflip", [Scenario(name, "bitflip", name, n, settings)], target, seed, quiet)
     record = rows[0]["record"]
@@ -435,6 +322,7 @@ def bitflip(
     _report([(columns, [(name, rows[0]["metrics"])])], header, rows, target, json_out)
 
 
+@takes_model()
 def sfl_extract(
     params: Annotated[
         list[str] | None,
@@ -450,18 +338,10 @@ def sfl_extract(
     own: Annotated[float, typer.Option(help="the attacker's labelled share of the training split")] = 0.1,
     aux: Annotated[str, typer.Option(help="gm-me's unlabelled images: digits, uniform, gaussian or train")] = "digits",
     aux_n: Annotated[int, typer.Option(help="how many auxiliary images")] = 2000,
-    checkpoint: CheckpointOpt = None,
-    data: DataOpt = None,
-    model: ModelOpt = None,
-    weights: WeightsOpt = None,
-    mean: MeanOpt = None,
-    std: StdOpt = None,
-    bounds: BoundsOpt = "0,1",
-    logits_key: LogitsKeyOpt = None,
+    *,
+    source: ModelSource,
     n: Annotated[int, typer.Option("--n", help="test images the stolen copy is measured on")] = 1000,
     seed: Annotated[int, typer.Option(help="seeds the attack and the surrogate's initialisation")] = 0,
-    data_root: DataRootOpt = None,
-    device: DeviceOpt = "auto",
     json_out: JsonOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
@@ -484,19 +364,7 @@ def sfl_extract(
         raise ConfigError(f"--own must be a share of the training split in (0, 1]; got {own}")
     if aux not in AUX_SOURCES:
         raise ConfigError(f"--aux must be one of {', '.join(AUX_SOURCES)}; got {aux!r}")
-    target = audit_target(
-        checkpoint=checkpoint,
-        model=model,
-        weights=weights,
-        mean=mean,
-        std=std,
-        bounds=bounds,
-        logits_key=logits_key,
-        data=data,
-        data_root=data_root,
-        ood_data=None,
-        device=device,
-    )
+    target = source.target()
     settings = SplitExtractionSettings(params=kwargs, server_layers=server_layers, own=own, aux=aux, aux_n=aux_n)
     rows = _run("split-extraction", [Scenario(attack, "split-extraction", attack, n, settings)], target, seed, quiet)
     record = rows[0]["record"]
@@ -509,6 +377,7 @@ def sfl_extract(
     _report([(columns, [(attack, rows[0]["metrics"])])], header, rows, target, json_out)
 
 
+@takes_model(ood_data=True)
 def extract(
     params: Annotated[
         list[str] | None,
@@ -540,19 +409,10 @@ def extract(
             show_default=False,
         ),
     ] = None,
-    checkpoint: CheckpointOpt = None,
-    data: DataOpt = None,
-    model: ModelOpt = None,
-    weights: WeightsOpt = None,
-    mean: MeanOpt = None,
-    std: StdOpt = None,
-    bounds: BoundsOpt = "0,1",
-    logits_key: LogitsKeyOpt = None,
+    *,
+    source: ModelSource,
     n: Annotated[int, typer.Option("--n", help="test images the copy is measured on (never queried)")] = 500,
     seed: Annotated[int, typer.Option(help="seeds the pool, the queries and the copy's training")] = 0,
-    ood_data: OodDataOpt = None,
-    data_root: DataRootOpt = None,
-    device: DeviceOpt = "auto",
     json_out: JsonOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
@@ -575,19 +435,7 @@ def extract(
     check_settings(output, k, pool, defenses)
     if n < 1:
         raise ConfigError(f"--n must be at least 1; got {n}")
-    target = audit_target(
-        checkpoint=checkpoint,
-        model=model,
-        weights=weights,
-        mean=mean,
-        std=std,
-        bounds=bounds,
-        logits_key=logits_key,
-        data=data,
-        data_root=data_root,
-        ood_data=ood_data,
-        device=device,
-    )
+    target = source.target()
     kind = KINDS.get("extraction")
     settings = ExtractionSettings(params=kwargs, output=output, k=k, pool=pool, defenses=defenses)
     key = kind.default_name(attack, settings)

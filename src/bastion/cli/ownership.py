@@ -17,8 +17,8 @@ import typer
 from bastion._atomic import write_json
 from bastion.audit import Scenario
 from bastion.audit.kinds.ownership import OwnershipSettings
-from bastion.cli._common import CheckpointOpt, DataOpt, DataRootOpt, DeviceOpt, JsonOpt, QuietOpt, out, progress_bar
-from bastion.cli._target import audit_target
+from bastion.cli._common import JsonOpt, QuietOpt, out, progress_bar
+from bastion.cli._target import ModelSource, takes_model
 from bastion.cli.lifecycle import _report, _run
 from bastion.core.errors import ConfigError
 from bastion.core.ops import resolve_device
@@ -42,9 +42,11 @@ def _p(v: float | None) -> str:
     return "–" if v is None else ("0" if v == 0 else f"{v:.3g}")
 
 
+@takes_model(external=False)
 def ownership(
     params: ParamsArg = None,
-    checkpoint: CheckpointOpt = None,
+    *,
+    source: ModelSource,
     method: Annotated[str, typer.Option(help="ownership method (`bastion list defenses`, family ownership)")] = (
         "dataset-inference"
     ),
@@ -54,7 +56,6 @@ def ownership(
             "--suspect", help="a suspect checkpoint to test (repeatable; dataset inference)", show_default=False
         ),
     ] = None,
-    data: DataOpt = None,
     n: Annotated[int, typer.Option("--n", help="test images used: half public points, half the thief's data")] = 1000,
     finetune_epochs: Annotated[int, typer.Option(help="FTAL epochs of the fine-tuned suspect")] = 2,
     prune: Annotated[float, typer.Option(help="share of weights the pruned suspect loses")] = 0.5,
@@ -63,8 +64,6 @@ def ownership(
         int, typer.Option(help="dataset inference: points per side each suspect is tested on")
     ] = 100,
     seed: SeedOpt = 0,
-    data_root: DataRootOpt = None,
-    device: DeviceOpt = "auto",
     json_out: JsonOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
@@ -86,7 +85,7 @@ def ownership(
             f"--suspect tests checkpoints with dataset inference; a {method} suspect is tested against its key: "
             "bastion watermark verify --key KEY --checkpoint SUSPECT"
         )
-    target = audit_target(checkpoint=checkpoint, data=data, data_root=data_root, device=device)
+    target = source.target()
     settings = OwnershipSettings(
         params=kwargs, finetune_epochs=finetune_epochs, prune=prune, fit_points=fit_points, test_points=test_points
     )
@@ -133,16 +132,16 @@ watermark_app = typer.Typer(
 
 
 @watermark_app.command("embed")
+@takes_model(external=False, without=("data",))
 def embed(
     params: ParamsArg = None,
-    checkpoint: CheckpointOpt = None,
+    *,
+    source: ModelSource,
     out_path: Annotated[Path, typer.Option("--out", help="the watermarked checkpoint to write")] = Path(
         "watermarked.safetensors"
     ),
     key_path: Annotated[Path, typer.Option("--key", help="the secret key file to write")] = Path("watermark.key"),
     seed: SeedOpt = 0,
-    data_root: DataRootOpt = None,
-    device: DeviceOpt = "auto",
     quiet: QuietOpt = False,
 ) -> None:
     """Train a model like the checkpoint's (architecture, recipe, training images) with a watermark key
@@ -150,7 +149,7 @@ def embed(
     the checkpoint's own model, which never saw the key."""
     kwargs = parse_params(Watermark, params or [])
     wm = Watermark(seed=seed, **kwargs)
-    target = audit_target(checkpoint=checkpoint, data_root=data_root, device=device)
+    target = source.target()
     if target.trainer is None:
         raise ConfigError(f"{target.model_name} cannot be retrained: its architecture or recipe is unknown")
     ds = target.dataset
@@ -176,21 +175,20 @@ def embed(
 
 
 @watermark_app.command("verify")
+@takes_model(external=False)
 def verify(
     key_path: Annotated[Path, typer.Option("--key", help="the secret key file (from `bastion watermark embed`)")],
-    checkpoint: CheckpointOpt = None,
-    data: DataOpt = None,
-    data_root: DataRootOpt = None,
-    device: DeviceOpt = "auto",
+    *,
+    source: ModelSource,
     json_out: JsonOpt = None,
 ) -> None:
     """Test a suspect checkpoint against a watermark key: agreements with the key labels, the exact
     binomial p-value and its interval; p < 0.01 claims ownership."""
-    resolve_device(device)  # an absent device is named before the key is read
+    resolve_device(source.device)  # an absent device is named before the key is read
     method, params, key = load_key(key_path)
     if method != "watermark" or not isinstance(key, WatermarkKey):
         raise ConfigError(f"{key_path} holds a {method} key, not a watermark key")
-    target = audit_target(checkpoint=checkpoint, data=data, data_root=data_root, device=device)
+    target = source.target()
     wm = Watermark(**params)
     res = wm.verify(target.victim, key, x_test=target.dataset.x_test, y_test=target.dataset.y_test)
     lo, hi = res.interval or (0.0, 1.0)

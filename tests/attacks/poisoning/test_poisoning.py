@@ -15,7 +15,7 @@ from bastion.attacks.poisoning import BadNets, Blend
 from bastion.attacks.poisoning.badnets import patch_mask
 from bastion.audit.kinds import KINDS, Scenario
 from bastion.audit.kinds.backdoor import BackdoorSettings
-from bastion.cli._target import audit_target
+from bastion.cli._target import ModelSource
 from bastion.core import ConfigError, DataError, Victim, make_generator
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
@@ -109,7 +109,7 @@ def test_badnets_on_mnist5k_takes_hold_and_the_model_is_kept(tmp_path: Path) -> 
     # 5% of the 4,000 training images stamped, a model trained with the audited model's own recipe: the
     # backdoor takes hold (BadNets: about 99% on MNIST at unchanged clean error) and the clean model
     # ignores the trigger. The poisoned model is kept and read back, not trained again.
-    target = audit_target(checkpoint=FIXTURES / "small_cnn-mnist5k.safetensors")
+    target = ModelSource(checkpoint=FIXTURES / "small_cnn-mnist5k.safetensors").target()
     target = replace(target, model_dir=tmp_path)
     kind = KINDS.get("backdoor")
     sc = Scenario("badnets", "backdoor", "badnets", 1000, BackdoorSettings(params={"rate": 0.05}))

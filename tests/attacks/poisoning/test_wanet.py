@@ -18,7 +18,7 @@ from bastion.attacks.poisoning import WaNet
 from bastion.attacks.poisoning.wanet import identity_grid, warp
 from bastion.audit.kinds import KINDS, Scenario
 from bastion.audit.kinds.backdoor import BackdoorSettings
-from bastion.cli._target import audit_target
+from bastion.cli._target import ModelSource
 from bastion.core import ConfigError, DataError, Victim, make_generator
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
@@ -166,7 +166,7 @@ def test_wanet_train_control_on_mnist5k_takes_hold(tmp_path: Path) -> None:
     # 12 noise images in every batch). WaNet on MNIST: 99.86% reference-style ASR after up to 1,000 epochs;
     # here measured 97.3% at seed 0, clean accuracy 98.6% against 98.4%, the warp on the clean model 0.2%.
     # Seeds 1-5 gave 96.9, 14.0, 99.2, 92.9, 99.3%: 12 epochs do not always suffice (docs/backdoors.md).
-    target = replace(audit_target(checkpoint=FIXTURES / "small_cnn-mnist5k.safetensors"), model_dir=tmp_path)
+    target = replace(ModelSource(checkpoint=FIXTURES / "small_cnn-mnist5k.safetensors").target(), model_dir=tmp_path)
     kind = KINDS.get("backdoor")
     sc = Scenario("wanet", "backdoor", "wanet", 1000, BackdoorSettings(params={}, detectors=("strip", "ntd")))
     result = kind.run(sc, target, seed=0, progress=None)
@@ -186,7 +186,7 @@ def test_wanet_train_control_on_mnist5k_takes_hold(tmp_path: Path) -> None:
 def test_a_training_set_inspector_needs_a_poisoned_set() -> None:
     # training control leaves the stored set clean: an inspector would have nothing to find, and the audit
     # says so before it trains anything
-    target = audit_target(checkpoint=FIXTURES / "small_cnn-mnist5k.safetensors")
+    target = ModelSource(checkpoint=FIXTURES / "small_cnn-mnist5k.safetensors").target()
     kind = KINDS.get("backdoor")
     assert not WaNet().poisons_the_set and WaNet(poisoning="dataset").poisons_the_set
     inspect = BackdoorSettings(params={}, detectors=("strip", "activation-clustering"))

@@ -14,7 +14,7 @@ from bastion.attacks.weights import BFA, RandomFlip
 from bastion.attacks.weights._ranking import rank_bits
 from bastion.attacks.weights.quantize import BIT_VALUES, QuantizedModel, bits_of
 from bastion.audit import AuditTarget
-from bastion.cli._target import audit_target
+from bastion.cli._target import ModelSource
 from bastion.core import ConfigError, DataError, Victim, make_generator
 from bastion.core.results import BitFlipResult
 from bastion.data import Dataset
@@ -114,7 +114,7 @@ def test_bad_inputs_are_data_errors(digits_model: nn.Module, digits_data: Datase
 
 @pytest.fixture(scope="module")
 def mnist5k() -> AuditTarget:
-    return audit_target(checkpoint=FIXTURES / "small_cnn-mnist5k.safetensors")
+    return ModelSource(checkpoint=FIXTURES / "small_cnn-mnist5k.safetensors").target()
 
 
 @pytest.fixture(scope="module")

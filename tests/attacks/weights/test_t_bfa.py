@@ -9,7 +9,7 @@ from torch import nn
 
 from bastion.attacks.weights import TBFA
 from bastion.audit import AuditTarget
-from bastion.cli._target import audit_target
+from bastion.cli._target import ModelSource
 from bastion.core import ConfigError, DataError, Victim
 from bastion.core.results import BitFlipResult
 from bastion.data import Dataset
@@ -67,7 +67,7 @@ def test_stops_follow_the_reference() -> None:
 
 @pytest.fixture(scope="module")
 def mnist5k() -> AuditTarget:
-    return audit_target(checkpoint=FIXTURES / "small_cnn-mnist5k.safetensors")
+    return ModelSource(checkpoint=FIXTURES / "small_cnn-mnist5k.safetensors").target()
 
 
 def _run(audit: AuditTarget, **kwargs: object) -> BitFlipResult:
