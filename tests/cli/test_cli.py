@@ -124,7 +124,7 @@ def test_every_command_takes_a_model_the_same_way(command: str) -> None:
     group = typer.main.get_command(app)
     params = group.get_command(group.context_class(group), command).params  # type: ignore[attr-defined]
     names = [p.opts[0] for p in params]
-    model = [*MODEL_OPTIONS, *(DEPLOYED_OPTIONS if command == "attack" else [])]
+    model = [*MODEL_OPTIONS, *(DEPLOYED_OPTIONS if command in ("eval", "attack") else [])]
     at = names.index("--checkpoint")
     assert names[at : at + len(model)] == model and not set(DEPLOYED_OPTIONS) - set(model) & set(names)
     last = ["--ood-data", "--data-root", "--device"] if command in ("ood", "extract") else ["--data-root", "--device"]

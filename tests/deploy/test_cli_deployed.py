@@ -1,4 +1,4 @@
-"""`bastion export onnx`, `bastion attack --onnx/--endpoint` and `bastion audit --onnx/--endpoint`."""
+"""`bastion export onnx`, and `bastion eval`, `bastion attack` and `bastion audit` with --onnx or --endpoint."""
 
 from __future__ import annotations
 
@@ -77,6 +77,11 @@ def test_export_then_attack_onnx_and_endpoint_as_in_process(
         (["attack", "square", "--onnx", "EXPORTED", "--data", "digits"], "takes (1, 28, 28)"),
         (["audit", "--onnx", "EXPORTED", "--plan", "quick", "--db", "sqlite:///DB"], "answers queries only"),
         (["export", "onnx"], "--checkpoint"),
+        (["eval", "--onnx", "EXPORTED", "-c", "CKPT"], "--checkpoint cannot go with --onnx"),
+        (["eval", "--endpoint", "http://127.0.0.1:9/", "--model", "m:f", "--mean", "0.5"], "--model and --mean cannot"),
+        (["eval", "--onnx", "EXPORTED", "--endpoint", "http://127.0.0.1:9/"], "--endpoint URL, not both"),
+        (["eval", "--onnx", "EXPORTED", "--data", "digits"], "takes (1, 28, 28)"),
+        (["eval", "--endpoint", "http://127.0.0.1:9/", "--retries", "0", "--data", "mnist5k"], "failed 1"),
     ],
 )
 def test_bad_input_exits_2_with_one_line(args: list[str], match: str, exported: Path, tmp_path: Path) -> None:
@@ -85,6 +90,34 @@ def test_bad_input_exits_2_with_one_line(args: list[str], match: str, exported: 
     code, _, stderr = run(*args)
     assert code == 2, stderr
     assert match in stderr and len(stderr.strip().splitlines()) == 1, stderr
+
+
+def test_eval_of_the_exported_file_and_its_endpoint_matches_the_checkpoint(
+    exported: Path, tmp_path: Path, serve: Callable[..., Any]
+) -> None:
+    results = {}
+    for name, model in {"local": ["-c", CHECKPOINT], "onnx": ["--onnx", exported]}.items():
+        code, stdout, stderr = run("eval", *model, "--json", tmp_path / f"{name}.json")  # the file names its data
+        assert code == 0, stderr
+        results[name] = json.loads((tmp_path / f"{name}.json").read_text())
+    n = results["local"]["n"]
+    assert f", {n} queries to model.onnx" in stdout
+    server = serve("labels", fail_every=4)  # a label API: eval needs nothing more
+    code, stdout, stderr = run(
+        "eval", "--endpoint", server.url, "--endpoint-batch", "300", "--json", tmp_path / "endpoint.json"
+    )
+    assert code == 0, stderr
+    results["endpoint"] = json.loads((tmp_path / "endpoint.json").read_text())
+    local, onnx, endpoint = (results[k] for k in ("local", "onnx", "endpoint"))
+    assert local["accuracy"] > 0.5 and onnx["accuracy"] == local["accuracy"] == endpoint["accuracy"]
+    assert onnx["data"] == endpoint["data"] == "mnist5k" and onnx["split_seed"] == local["split_seed"]
+    assert onnx["deployed"]["sha256"] == hashlib.sha256(exported.read_bytes()).hexdigest()
+    batches = -(-n // 300)
+    requests = endpoint["deployed"]["requests"]
+    assert endpoint["queries"] == n == server.rows and requests["rows"] == n  # one query per test image
+    assert server.arrived == batches + server.failed and requests["retries"] == server.failed > 0
+    assert requests["requests"] == server.arrived + 1  # and the GET that asked what the endpoint serves
+    assert f"{n} queries to {server.url} in {server.arrived + 1} requests ({server.failed} retried)" in stdout
 
 
 def test_audit_of_a_label_endpoint_and_an_onnx_file(exported: Path, tmp_path: Path, serve: Callable[..., Any]) -> None:
