@@ -24,6 +24,11 @@ machine-dependent: read the ratios. Peer quirks and how they are aligned: `_peer
     python benchmarks/evasion_peers.py [--n 500] [--models standard,pgd-at] [--attacks fgsm,pgd,autoattack,square]
     python benchmarks/evasion_peers.py --attacks square --peers reference --seeds 10
     python benchmarks/evasion_peers.py --quick      # smoke: 20 images, standard model, 100 Square queries
+    python benchmarks/evasion_peers.py --data photo-digits --device cuda   # resnet20, CIFAR-format, 8/255
+
+`--data photo-digits` runs the same comparison on 32 x 32 colour images in the CIFAR-10 format (made here,
+since nothing can be downloaded; see `cgba.py`): a `resnet20` trained on them for `--photo-epochs`
+(standard model only), L-inf eps 8/255 and PGD step 2/255 unless `--eps`/`--pgd-alpha` say otherwise.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ import os
 import platform
 import subprocess
 import sys
+import tempfile
 import time
 import traceback
 from dataclasses import replace
@@ -50,8 +56,10 @@ import bastion.attacks.evasion  # registers the attacks
 from _peer_adapters import PEERS, Entry, Settings, peer_entries, peer_status
 from bastion._atomic import write_json
 from bastion.core import ATTACKS, RECIPES, ThreatModel, UnknownNameError, Victim
-from bastion.data import load_dataset
-from bastion.models import load_checkpoint
+from bastion.core.random import seed_everything
+from bastion.data import Dataset, load_dataset
+from bastion.models import build_model, load_checkpoint
+from bastion.train import accuracy, default_config, fit
 
 HERE = Path(__file__).resolve().parent
 ATTACK_NAMES = ("fgsm", "pgd", "autoattack", "square")
@@ -76,9 +84,11 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--repeat", type=int, default=1, help="timed calls per entry; the fastest is reported")
     p.add_argument("--warmup-n", type=int, default=None, help="images of the warm-up call (default 16)")
     p.add_argument("--batch-size", type=int, default=None, help="batch for every library (default N: one batch)")
-    p.add_argument("--eps", type=float, default=0.3)
+    p.add_argument("--data", default="mnist5k", choices=["mnist5k", "photo-digits"], help="images and model")
+    p.add_argument("--photo-epochs", type=int, default=15, help="photo-digits: resnet20 training epochs")
+    p.add_argument("--eps", type=float, default=None, help="L-inf radius (0.3 on mnist5k, 8/255 on photo-digits)")
     p.add_argument("--pgd-steps", type=int, default=40)
-    p.add_argument("--pgd-alpha", type=float, default=0.01)
+    p.add_argument("--pgd-alpha", type=float, default=None, help="PGD step (0.01 on mnist5k, 2/255 on photo-digits)")
     p.add_argument("--square-queries", type=int, default=None, help="Square's query budget (default 1000)")
     p.add_argument("--square-p-init", type=float, default=0.8)
     p.add_argument(
@@ -105,7 +115,10 @@ def parse_args() -> argparse.Namespace:
     a.square_queries = a.square_queries or (100 if quick else 1000)
     a.warmup_n = a.warmup_n or (4 if quick else 16)
     a.batch_size = a.batch_size or a.n
-    name = "evasion_peers_quick.json" if quick else "evasion_peers.json"
+    colour = a.data == "photo-digits"
+    a.eps = a.eps if a.eps is not None else (8 / 255 if colour else 0.3)
+    a.pgd_alpha = a.pgd_alpha if a.pgd_alpha is not None else (2 / 255 if colour else 0.01)
+    name = "evasion_peers" + ("_photo" if colour else "") + ("_quick" if quick else "") + ".json"
     a.out = a.out or HERE / "results" / name
     a.models = [m for m in (a.models or ("standard" if quick else "standard,pgd-at")).split(",") if m]
     a.attacks = [m for m in a.attacks.split(",") if m]
@@ -114,6 +127,8 @@ def parse_args() -> argparse.Namespace:
         bad = [v for v in values if v not in allowed]
         if bad:
             p.error(f"{flag}: unknown {', '.join(bad)}; choose from {', '.join(allowed)}")
+    if colour and a.models != ["standard"]:
+        p.error("--data photo-digits: only the standard model (--models standard)")
     if bad := [v for v in a.peers if v not in PEERS]:
         p.error(f"--peers: unknown {', '.join(bad)}; choose from {', '.join(PEERS)}")
     return a
@@ -136,6 +151,20 @@ def checkpoint(kind: str, args: argparse.Namespace) -> Path:
     train_checkpoint(model="small_cnn", data="mnist5k", out=path, recipe=recipe, epochs=epochs, device=args.device)
     print(f"  trained in {time.perf_counter() - start:.0f} s", flush=True)
     return path
+
+
+def photo_digits_model(ds: Dataset, epochs: int, device: torch.device) -> tuple[nn.Module, dict[str, Any]]:
+    """A `resnet20` trained on the photo-digits images (Adam 3e-3, one-cycle, batches of 64, no augmentation:
+    `cgba.py`'s brief recipe), on `device`; not cached (seconds on a GPU)."""
+    seed_everything(0)
+    model = build_model("resnet20", num_classes=10, in_channels=3, image_size=32, mean=ds.mean, std=ds.std).to(device)
+    cfg = default_config((3, 32, 32), epochs=epochs, optimizer="adam", lr=3e-3, batch_size=64, augment="none")
+    start = time.perf_counter()
+    fit(model, ds.x_train, ds.y_train, cfg)
+    seconds = time.perf_counter() - start
+    acc = accuracy(model.eval(), ds.x_test.to(device), ds.y_test.to(device))
+    print(f"resnet20 on photo-digits: {epochs} epochs, {seconds:.0f} s on {device}, test {acc:.3f}", flush=True)
+    return model, {"architecture": "resnet20", "data": "photo-digits", "epochs": epochs, "train_seconds": seconds}
 
 
 def provenance() -> dict[str, Any]:
@@ -387,8 +416,9 @@ def _stages(extra: dict[str, Any]) -> str:
 
 def table(model_name: str, info: dict[str, Any], rows: list[dict[str, Any]], targets: list[dict[str, Any]]) -> str:
     lines = [
-        f"## {model_name}: small_cnn on mnist5k, recipe {info['recipe']}, clean accuracy {info['clean_accuracy']:.1%}"
-        f" on {info['n']} images",
+        f"## {model_name}: {info.get('architecture', 'small_cnn')} on {info.get('data', 'mnist5k')}, "
+        f"{'recipe ' + str(info['recipe']) if 'recipe' in info else str(info.get('epochs')) + ' epochs'}, "
+        f"clean accuracy {info['clean_accuracy']:.1%} on {info['n']} images",
         "",
         "| attack | library | robust acc | seconds | ratio (lib / bastion) | forward rows / image | notes |",
         "|---|---|---:|---:|---:|---:|---|",
@@ -421,9 +451,17 @@ def main() -> None:
     device = torch.device(args.device)
     peers = peer_status()
     print("peers: " + "; ".join(f"{k} {v}" for k, v in peers.items()), flush=True)
-    ds = load_dataset("mnist5k")
+    photo = None
+    if args.data == "photo-digits":
+        from cgba import photo_digits
+
+        with tempfile.TemporaryDirectory() as tmp:
+            ds = photo_digits(Path(tmp))
+        photo = photo_digits_model(ds, args.photo_epochs, device)
+    else:
+        ds = load_dataset("mnist5k")
     if args.n > ds.x_test.shape[0]:
-        sys.exit(f"--n {args.n}: mnist5k's test split has only {ds.x_test.shape[0]} images")
+        sys.exit(f"--n {args.n}: {args.data}'s test split has only {ds.x_test.shape[0]} images")
     x, y = ds.x_test[: args.n].to(device), ds.y_test[: args.n].to(device)
     s = Settings(
         eps=args.eps,
@@ -433,8 +471,8 @@ def main() -> None:
         square_p_init=args.square_p_init,
         square_rescale=args.square_rescale,
         batch_size=args.batch_size,
-        input_shape=(1, 28, 28),
-        num_classes=10,
+        input_shape=tuple(ds.input_shape),
+        num_classes=ds.num_classes,
         seed=args.seed,
     )
     report: dict[str, Any] = {
@@ -448,19 +486,24 @@ def main() -> None:
             "seeds": args.seeds,
             "warmup_n": args.warmup_n,
             "quick": args.quick,
+            "data": args.data,
         },
         "models": {},
         "rows": [],
         "targets": [],
     }
     for model_name in args.models:
-        path = checkpoint(model_name, args)
-        model, meta = load_checkpoint(path, device=device)
+        if photo is not None:
+            model, info = photo
+        else:
+            path = checkpoint(model_name, args)
+            model, meta = load_checkpoint(path, device=device)
+            info = {"checkpoint": str(path), "recipe": meta.recipe.get("name"), "epochs": meta.recipe.get("epochs")}
+            info["checkpoint_test_accuracy"] = meta.clean_accuracy
         model.eval().requires_grad_(False)  # what bastion's Victim does; every library shares this module
-        victim = Victim(model, input_shape=(1, 28, 28), batch_size=args.batch_size, device=device)
+        victim = Victim(model, input_shape=tuple(ds.input_shape), batch_size=args.batch_size, device=device)
         clean = (predict(model, x, args.batch_size) == y).float().mean().item()
-        info = {"checkpoint": str(path), "recipe": meta.recipe.get("name"), "epochs": meta.recipe.get("epochs")}
-        info.update(clean_accuracy=clean, n=args.n, checkpoint_test_accuracy=meta.clean_accuracy)
+        info.update(clean_accuracy=clean, n=args.n)
         report["models"][model_name] = info
         model_rows, model_targets = [], []
         for attack in args.attacks:
