@@ -103,6 +103,17 @@ def test_a_device_that_does_not_exist_is_one_line(digits_checkpoint: Path) -> No
         one_line_error(code, stderr, "unknown device 'gpu0'; use auto, cpu, cuda or cuda:N")
 
 
+def test_a_cuda_index_past_the_visible_devices_is_one_line(
+    digits_checkpoint: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a machine with one GPU, cuda:7 is refused up front (it used to fail later with a traceback)."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    for path in (("eval",), ("attack",), ("audit",)):
+        code, _, stderr = run(*path, *MODEL_COMMANDS[path], "-c", digits_checkpoint, "--device", "cuda:7")
+        one_line_error(code, stderr, "device 'cuda:7' asked for, but 1 CUDA device(s) are visible here: use cuda:0")
+
+
 def test_device_cpu_runs(digits_checkpoint: Path, tmp_path: Path) -> None:
     code, _, stderr = run("eval", "-c", digits_checkpoint, "--device", "cpu", "--json", tmp_path / "e.json")
     assert code == 0, stderr

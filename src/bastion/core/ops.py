@@ -66,6 +66,10 @@ def resolve_device(device: str | torch.device | None = None) -> torch.device:
         raise ConfigError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"device {device!r} asked for, but CUDA is not available here; use --device cpu")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= (count := torch.cuda.device_count()):
+        raise ConfigError(
+            f"device {device!r} asked for, but {count} CUDA device(s) are visible here: use cuda:0 to cuda:{count - 1}"
+        )
     return dev
 
 
