@@ -215,6 +215,25 @@ def test_dataset_inference_end_to_end_when_public_points_sit_on_the_boundary(
     assert ref_res.p_value == ref_res.extra["p_subsets"] == res.extra["p_subsets"] != res.p_value
 
 
+class FarFromOne(nn.Module):
+    """Two classes; class 1's logit sits 10 below class 0's for every input, so no walk reaches it."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        z = 1e-3 * x.flatten(1).sum(dim=1, keepdim=True)
+        return torch.cat([z + 10.0, z], dim=1)
+
+
+def test_dataset_inference_runs_each_feature_sets_own_step_budget_by_default() -> None:
+    """The reference walks Blind Walk 50 steps and MinGD 500 steps per target: a walk that never arrives
+    costs exactly that many queries (3 norms x 1 direction x 50) or gradient steps (3 norms x 1 other
+    class x 500)."""
+    v = Victim(FarFromOne(), input_shape=(1, 2, 2), num_classes=2)
+    x, y = torch.rand(3, 1, 2, 2, generator=torch.Generator().manual_seed(0)), torch.zeros(3, dtype=torch.long)
+    assert DatasetInference(directions=1).distances(v, x, y)[1].tolist() == [3 * 50] * 3
+    assert DatasetInference(features="mingd").distances(v, x, y)[1].tolist() == [3 * 500] * 3
+    assert DatasetInference(features="mingd", max_steps=7).distances(v, x, y)[1].tolist() == [3 * 7] * 3
+
+
 def test_dataset_inference_p_value_is_calibrated_under_the_null_and_the_subsets_harmonic_mean_is_not() -> None:
     """Scores of private and public points from one distribution (a suspect that never saw the private
     set): the all-points Welch p-value falls below 0.05 and 0.25 about that often; the reference's
