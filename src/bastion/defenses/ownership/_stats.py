@@ -5,7 +5,11 @@
 - `clopper_pearson`: the two-sided exact (Clopper-Pearson) interval on a binomial proportion.
 - `welch_greater`: the one-sided Welch t-test, H1: mean(a) > mean(b), with the Welch-Satterthwaite
   degrees of freedom; the Student-t tail through the regularised incomplete beta function.
-- `harmonic_mean`: the harmonic mean of p-values (dataset inference's combination over subsets).
+- `harmonic_mean`: the harmonic mean of p-values.
+- `subset_harmonic_mean`: dataset inference's table value in the reference (cleverhans-lab/dataset-inference
+  `src/notebooks/utils.py`, `generate_table`): one-sided Welch p-values on random subsets of m points
+  per side, the same positions on both sides, combined by their harmonic mean. The subsets share one set
+  of scores, so the result is not a calibrated p-value (docs/ownership.md, "Which p-value decides").
 
 The incomplete beta function and its inverse are randomized smoothing's (`bastion.defenses.certify`).
 The differential tests against SciPy are in `tests/defenses/test_ownership_stats.py`.
@@ -26,6 +30,7 @@ __all__ = [
     "clopper_pearson",
     "harmonic_mean",
     "log10_binomial_tail",
+    "subset_harmonic_mean",
     "welch_greater",
     "welch_greater_rows",
 ]
@@ -121,3 +126,13 @@ def harmonic_mean(p_values: Tensor | list[float]) -> float:
     if bool((p <= 0).any()):
         return 0.0
     return float(p.numel() / (1.0 / p).sum())
+
+
+def subset_harmonic_mean(a: Tensor, b: Tensor, m: int, subsets: int, gen: torch.Generator) -> float:
+    """The harmonic mean of one-sided Welch p-values (H1: mean(a) > mean(b)) over `subsets` random subsets of
+    `m` positions, each drawn among the first min(len(a), len(b)) and used on both sides (ref)."""
+    size = min(a.numel(), b.numel())
+    if not 2 <= m <= size:
+        raise ConfigError(f"subsets of m points per side need 2 <= m <= {size} (the smaller side); got m={m}")
+    pos = torch.stack([torch.randperm(size, generator=gen)[:m] for _ in range(subsets)])  # (S, m)
+    return harmonic_mean(welch_greater_rows(a.flatten()[pos], b.flatten()[pos]))
