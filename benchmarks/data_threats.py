@@ -28,7 +28,10 @@ The same architecture and recipe (the default `small_cnn` checkpoint's, `tests/f
   `nn.Sequential` the logits (10 values), not the last hidden layer the papers use; the
   `ART penultimate` rows hand ART the model without its last `Linear`, so that it sees the 128 hidden
   features bastion uses. Reported: poisons removed (share of the poisoned images), clean images removed,
-  seconds. Where an ART call fails, its row says how.
+  seconds. Where an ART call fails, its row says how. ART 1.20.1's `relative-size` analysis fails on
+  every class without a small cluster under NumPy 2: its report tests `cluster_id in poison_clusters`,
+  where `poison_clusters` is the tuple `np.where` returns, and comparing an integer with an empty array
+  has no truth value (NumPy 1 warned and answered False).
 
     bash benchmarks/setup_peers.sh
     python benchmarks/data_threats.py [--rate 0.05] [--n 800] [--retrain]
