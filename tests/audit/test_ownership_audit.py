@@ -121,6 +121,13 @@ def test_ownership_command_errors_are_one_line(args: list[str], message: str) ->
     assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.parametrize("args", [["ownership"], ["watermark", "verify", "--key", "k.key"]])
+def test_a_missing_checkpoint_names_the_one_option_these_commands_take(args: list[str]) -> None:
+    result = CliRunner().invoke(app, args)  # they take no --model: the error must not offer one
+    assert result.exit_code == 2
+    assert result.stderr.strip() == "error: give --checkpoint CKPT (a bastion checkpoint)"
+
+
 def test_ownership_command_tests_given_suspects_with_dataset_inference(tmp_path: Path) -> None:
     surrogate = FIXTURES / "small_cnn-digits-surrogate.safetensors"
     args = ["ownership", "directions=2", "max_steps=10", "m=5", "subsets=10", "regressor_steps=100", "-c", str(DIGITS)]

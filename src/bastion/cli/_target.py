@@ -327,6 +327,8 @@ def takes_model(
         @functools.wraps(command)
         def run(**kwargs: Any) -> Any:
             source = ModelSource(**{name: kwargs.pop(name) for name in names})
+            if not external and not source.deployed and source.checkpoint is None and "checkpoint" in names:
+                raise ConfigError("give --checkpoint CKPT (a bastion checkpoint)")
             return command(source=source, **kwargs)
 
         run.__signature__ = signature.replace(parameters=params)  # type: ignore[attr-defined]
