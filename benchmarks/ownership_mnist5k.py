@@ -65,7 +65,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--di-scale", type=float, default=8.0, help="Blind Walk noise, times the reference's")
     p.add_argument("--di-steps", type=int, default=25, help="Blind Walk steps per direction")
     p.add_argument("--di-features", choices=["blind-walk", "mingd"], default="blind-walk")
-    p.add_argument("--di-mingd-steps", type=int, default=500, help="MinGD steps per target (the reference's 500)")
+    p.add_argument("--di-mingd-steps", type=int, default=None, help="MinGD steps per target (the reference's 500)")
     p.add_argument("--device", default="cpu", help="where models train and run (cuda for MinGD at full size)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", type=Path, default=HERE / "results" / "ownership_mnist5k.json")

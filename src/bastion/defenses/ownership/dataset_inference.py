@@ -21,6 +21,9 @@ from bastion.defenses.ownership.base import OwnershipMethod, clean_accuracy, reg
 
 __all__ = ["DIState", "DatasetInference"]
 
+# the reference's step budgets: per Blind Walk direction (`rand_steps`), per MinGD target (`mingd`)
+_REFERENCE_STEPS = {"blind-walk": 50, "mingd": 500}
+
 
 @dataclass(frozen=True)
 class DIState:
@@ -115,13 +118,14 @@ class DatasetInference(OwnershipMethod):
         victim.check_input(x)
         if y.shape != (x.shape[0],):
             raise DataError(f"dataset inference needs one label per point; got {tuple(y.shape)} for {x.shape[0]}")
+        steps = self.max_steps or _REFERENCE_STEPS[self.features]
         if self.features == "blind-walk":
             gen = make_generator(self.seed)
             feats, cost = blind_walk(
-                victim, x, y, directions=self.directions, max_steps=self.max_steps or 50, scale=self.scale, gen=gen
+                victim, x, y, directions=self.directions, max_steps=steps, scale=self.scale, gen=gen
             )
         else:
-            feats, cost = mingd(victim, x, y, max_steps=self.max_steps or 500)
+            feats, cost = mingd(victim, x, y, max_steps=steps)
         return sort_features(feats), cost
 
     def _rows(self, feats: Tensor, half: Literal["first", "second"] | None) -> Tensor:
